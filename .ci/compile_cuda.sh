@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Compile-checks every CUDA source for sm_90a (H100/H200) with the installed torch's
+# headers. Runs on machines without a GPU: nothing is linked or executed.
+# Usage: bash .ci/compile_cuda.sh [file.cu ...]   (default: csrc/cuda/*.cu)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+TORCH_INC=$(python3 -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'include'))")
+PY_INC=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+ABI=$(python3 -c "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))")
+files=("$@")
+[ ${#files[@]} -gt 0 ] || files=(csrc/cuda/*.cu)
+out=$(mktemp -d)
+for f in "${files[@]}"; do
+  [ -e "$f" ] || continue
+  echo "nvcc sm_90a: $f"
+  "$NVCC" -c -std=c++17 -O3 --use_fast_math --expt-relaxed-constexpr \
+    -gencode=arch=compute_90a,code=sm_90a -Xptxas=-v \
+    -DLIGHTNING_ATTN_WITH_CUDA -D_GLIBCXX_USE_CXX11_ABI="$ABI" \
+    -Icsrc -I"$TORCH_INC" -I"$TORCH_INC/torch/csrc/api/include" -I"$PY_INC" \
+    "$f" -o "$out/$(basename "$f").o" 2> "$out/$(basename "$f").log" || { cat "$out/$(basename "$f").log"; exit 1; }
+  grep -E "spill|Used [0-9]+ registers" "$out/$(basename "$f").log" | sed 's/^/  /' | head -20 || true
+done
+rm -rf "$out"

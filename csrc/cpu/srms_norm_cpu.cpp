@@ -1,0 +1,43 @@
+// CPU kernels of SRMSNorm (TNL's norm, no learned gain):
+//   y = x * rstd,  rstd = rsqrt(mean(x^2, -1) + eps)
+//   dx = rstd * (dy - x * rstd^2 * mean(dy * x, -1))
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "../checks.h"
+
+namespace lightning_attn {
+namespace {
+
+using at::Tensor;
+
+at::ScalarType acc_dtype(const Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+std::tuple<Tensor, Tensor> srms_norm_fwd_cpu(const Tensor& x, double eps) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  check_srms_norm_input(x, eps);
+  const Tensor xf = x.to(acc_dtype(x));
+  const Tensor rstd = at::rsqrt(xf.square().mean(-1) + eps);
+  return {(xf * rstd.unsqueeze(-1)).to(x.scalar_type()), rstd};
+}
+
+Tensor srms_norm_bwd_cpu(const Tensor& dy, const Tensor& x, const Tensor& rstd) {
+  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  TORCH_CHECK_VALUE(dy.sizes() == x.sizes(), "lightning_attn.srms_norm: dy must have x's shape ",
+                    x.sizes(), ", got ", dy.sizes());
+  const auto acc = acc_dtype(x);
+  const Tensor xf = x.to(acc), dyf = dy.to(acc), r = rstd.to(acc).unsqueeze(-1);
+  const Tensor dot = (dyf * xf).mean(-1, /*keepdim=*/true);
+  return (r * (dyf - xf * r.square() * dot)).to(x.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lightning_attn, CPU, m) {
+  m.impl("srms_norm_fwd", &srms_norm_fwd_cpu);
+  m.impl("srms_norm_bwd", &srms_norm_bwd_cpu);
+}
+
+}  // namespace lightning_attn

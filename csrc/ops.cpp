@@ -1,0 +1,28 @@
+// The operator schemas: every op of the library is declared here, once.
+// Backends (csrc/cpu, csrc/cuda) only add TORCH_LIBRARY_IMPL blocks; fake kernels
+// and autograd live in lightning_attn/ops.py.
+#include <torch/library.h>
+
+TORCH_LIBRARY(lightning_attn, m) {
+  // Chunked forward. q, k: [B, T, H, Dk], v: [B, T, H, Dv] (or [B, H, T, D] with
+  // head_first). Returns o (q's dtype and layout) and the float32 final state
+  // [N, H, Dk, Dv] (an empty tensor unless output_final_state).
+  m.def(
+      "fwd(Tensor q, Tensor k, Tensor v, Tensor? slope, float scale, "
+      "Tensor? initial_state, Tensor? cu_seqlens, bool head_first, "
+      "bool output_final_state) -> (Tensor o, Tensor final_state)");
+  // Backward of fwd. d_final_state is the gradient flowing into the final state
+  // (None when it was not used). d_initial_state is empty without initial_state.
+  m.def(
+      "bwd(Tensor do, Tensor q, Tensor k, Tensor v, Tensor? slope, float scale, "
+      "Tensor? initial_state, Tensor? d_final_state, Tensor? cu_seqlens, "
+      "bool head_first) -> (Tensor dq, Tensor dk, Tensor dv, Tensor d_initial_state)");
+  // One decoding step for a batch of sequences: state <- lambda * state + k v^T
+  // (in place), o = scale * state^T q. q, k: [B, H, Dk], v: [B, H, Dv].
+  m.def(
+      "decode(Tensor q, Tensor k, Tensor v, Tensor(a!) state, Tensor? slope, "
+      "float scale) -> Tensor o");
+  // SRMSNorm: y = x * rsqrt(mean(x^2, -1) + eps); rstd is float32 [x.shape[:-1]].
+  m.def("srms_norm_fwd(Tensor x, float eps) -> (Tensor y, Tensor rstd)");
+  m.def("srms_norm_bwd(Tensor dy, Tensor x, Tensor rstd) -> Tensor dx");
+}

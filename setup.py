@@ -1,0 +1,57 @@
+"""Builds lightning_attn._C: the C++ ops always, the CUDA kernels where nvcc and a CUDA torch exist.
+
+Environment:
+  LIGHTNING_ATTN_FORCE_CPU=1   build without CUDA even where it is available.
+  LIGHTNING_ATTN_CUDA_ARCHS    gencode list, default "90a" (H100/H200); e.g. "80;90a".
+  MAX_JOBS                     parallel compile jobs (ninja).
+"""
+import glob
+import os
+
+from setuptools import find_packages, setup
+from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+
+import torch
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def use_cuda() -> bool:
+    if os.environ.get("LIGHTNING_ATTN_FORCE_CPU", "0") == "1":
+        return False
+    return torch.version.cuda is not None and CUDA_HOME is not None
+
+
+def gencode_flags() -> list:
+    archs = os.environ.get("LIGHTNING_ATTN_CUDA_ARCHS", "90a").replace(",", ";").split(";")
+    return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a]
+
+
+def extension():
+    rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+    sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
+    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    if not use_cuda():
+        return CppExtension("lightning_attn._C", sources, extra_compile_args={"cxx": cxx},
+                            extra_link_args=["-fopenmp"])
+    nvcc = ["-O3", "-std=c++17", "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo",
+            *gencode_flags()]
+    return CUDAExtension(
+        "lightning_attn._C", sources + rel("csrc/cuda/*.cu"),
+        extra_compile_args={"cxx": cxx + ["-DLIGHTNING_ATTN_WITH_CUDA"], "nvcc": nvcc},
+        extra_link_args=["-fopenmp"],
+    )
+
+
+setup(
+    name="lightning_attn",
+    version="0.1.0",
+    description="Lightning Attention (linear attention with decay) as torch operators, and the TransNormerLLM model",
+    packages=find_packages(include=["lightning_attn", "lightning_attn.*"]),
+    package_data={"lightning_attn": ["data/**/*"]},
+    ext_modules=[extension()],
+    cmdclass={"build_ext": BuildExtension},
+    python_requires=">=3.10",
+    install_requires=["torch>=2.6", "tiktoken", "safetensors", "tqdm"],
+    extras_require={"hf": ["transformers>=4.45"], "plot": ["matplotlib"], "test": ["pytest"]},
+)

@@ -1,0 +1,25 @@
+import pytest
+import torch
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _poison_uninitialized_memory():
+    """Every uninitialised allocation (at::empty in the kernels too) starts as NaN,
+    so an output element a kernel forgets to write fails the comparison."""
+    prev = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(prev)
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param

@@ -1,0 +1,255 @@
+"""The op contract beyond the numbers: opcheck, gradcheck, torch.compile, and bad-input errors."""
+import pytest
+import torch
+
+import lightning_attn as la
+from reference import rel_err
+
+ops = torch.ops.lightning_attn
+
+
+def fwd_samples(device, dtype=torch.float32):
+    """(args, kwargs) for lightning_attn::fwd covering its options."""
+    def t(*shape, scale=1.0):
+        return (torch.randn(*shape, device=device) * scale).to(dtype)
+    H, Dk, Dv = 2, 16, 8
+    state_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    slope = torch.rand(H, device=device, dtype=state_dtype)
+    h0 = torch.randn(3, H, Dk, Dv, device=device, dtype=state_dtype)
+    cu = torch.tensor([0, 5, 6, 19], device=device, dtype=torch.int32)
+    return [
+        (t(2, 33, H, Dk), t(2, 33, H, Dk), t(2, 33, H, Dv), slope, 1.0, None, None, False, False),
+        (t(2, 70, H, Dk), t(2, 70, H, Dk), t(2, 70, H, Dv), None, 0.5, h0[:2], None, False, True),
+        (t(1, 19, H, Dk), t(1, 19, H, Dk), t(1, 19, H, Dv), slope, 1.0, h0, cu, False, True),
+        (t(2, H, 9, Dk), t(2, H, 9, Dk), t(2, H, 9, Dv), slope, 1.0, h0[:2], None, True, True),
+    ]
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_opcheck_fwd(device, i):
+    args = fwd_samples(device)[i]
+    for x in args[:3]:
+        x.requires_grad_()
+    if args[5] is not None:
+        args[5].requires_grad_()
+    torch.library.opcheck(ops.fwd.default, args)
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_opcheck_bwd(device, i):
+    q, k, v, slope, scale, h0, cu, head_first, out_final = fwd_samples(device)[i]
+    dfinal = torch.randn_like(h0) if (h0 is not None and out_final) else None
+    torch.library.opcheck(ops.bwd.default, (torch.randn_like(v), q, k, v, slope, scale, h0, dfinal, cu, head_first))
+
+
+def test_opcheck_decode(device):
+    q, k, v = torch.randn(3, 2, 16, device=device), torch.randn(3, 2, 16, device=device), torch.randn(3, 2, 8, device=device)
+    state = torch.randn(3, 2, 16, 8, device=device)
+    torch.library.opcheck(ops.decode.default, (q, k, v, state, torch.rand(2, device=device), 1.0))
+    torch.library.opcheck(ops.decode.default, (q, k, v, state, None, 0.5))
+
+
+def test_opcheck_srms_norm(device):
+    x = torch.randn(4, 7, 32, device=device, requires_grad=True)
+    torch.library.opcheck(ops.srms_norm_fwd.default, (x, 1e-6))
+    y, rstd = ops.srms_norm_fwd(x.detach(), 1e-6)
+    torch.library.opcheck(ops.srms_norm_bwd.default, (torch.randn_like(x), x.detach(), rstd))
+
+
+@pytest.mark.parametrize("i", range(4))
+def test_gradcheck_float64(i):
+    q, k, v, slope, scale, h0, cu, head_first, out_final = fwd_samples("cpu", torch.float64)[i]
+    h0 = h0 if h0 is not None else torch.randn(q.shape[0], 2, 16, 8, dtype=torch.float64)
+
+    def fn(q, k, v, h0):
+        o, hT = la.lightning_attn_func(q, k, v, slope, scale, h0, output_final_state=True,
+                                       cu_seqlens=cu, head_first=head_first)
+        return o, hT
+    inputs = tuple(x.detach().requires_grad_() for x in (q, k, v, h0))
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_gradcheck_srms_norm():
+    x = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: la.srms_norm(x, 1e-6), (x,))
+    assert torch.autograd.gradgradcheck is not None  # second order is not claimed
+
+
+def test_compile_fullgraph_forward_backward(device):
+    """One compiled graph calls the forward and (through AOTAutograd) the backward op."""
+    q, k, v, slope, _, h0, _, _, _ = fwd_samples(device)[1]
+    slope = torch.rand(2, device=device)
+
+    def loss_fn(q, k, v, h0):
+        o, hT = la.lightning_attn_func(q, k, v, slope, 0.5, h0, output_final_state=True)
+        return (o.square().sum() + hT.sin().sum())
+
+    compiled = torch.compile(loss_fn, fullgraph=True, backend="aot_eager")
+    leaves = [x.detach().requires_grad_() for x in (q, k, v, h0)]
+    leaves_c = [x.detach().clone().requires_grad_() for x in leaves]
+    loss = loss_fn(*leaves)
+    loss_c = compiled(*leaves_c)
+    loss.backward()
+    loss_c.backward()
+    assert rel_err(loss_c, loss) < 1e-6
+    for a, b in zip(leaves, leaves_c):
+        assert rel_err(b.grad, a.grad) < 1e-6
+
+
+def test_compile_explicit_bwd_and_decode_no_graph_break(device):
+    q, k, v, slope, scale, h0, cu, hf, _ = fwd_samples(device)[2]
+
+    def step(q, k, v, do, state):
+        dq, dk, dv, dh0 = ops.bwd(do, q, k, v, slope, scale, h0, None, cu, hf)
+        o = la.lightning_attn_decode(q[0, :3], k[0, :3], v[0, :3], state, slope)
+        return dq, dk, dv, dh0, o
+
+    do = torch.randn_like(v)
+    state, state_c = torch.randn(3, 2, 16, 8, device=device), None
+    state_c = state.clone()
+    ref = step(q, k, v, do, state)
+    got = torch.compile(step, fullgraph=True, backend="aot_eager")(q, k, v, do, state_c)
+    for a, b in zip(ref, got):
+        assert rel_err(b, a) < 1e-6
+    assert torch.equal(state, state_c)  # the in-place state update survives functionalization
+
+
+class TinyLinearAttn(torch.nn.Module):
+    def __init__(self, d=32, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.qkv = torch.nn.Linear(d, 3 * d, bias=False)
+        self.out = torch.nn.Linear(d, d, bias=False)
+        self.register_buffer("slope", la.tnl_slopes(heads, 0, 2), persistent=False)
+
+    def forward(self, x):
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, C // self.heads).unbind(2)  # [B, T, H, D] views
+        o, _ = la.lightning_attn_func(torch.nn.functional.silu(q), torch.nn.functional.silu(k), v, self.slope)
+        return self.out(la.srms_norm(o.reshape(B, T, C)))
+
+
+def test_compile_module_inductor_matches_eager():
+    model = TinyLinearAttn()
+    x = torch.randn(2, 40, 32)
+    compiled = torch.compile(model, fullgraph=True)
+    y, y_c = model(x), compiled(x)
+    assert rel_err(y_c, y) < 1e-5
+    y.sum().backward()
+    g = model.qkv.weight.grad.clone()
+    model.zero_grad()
+    compiled(x).sum().backward()
+    assert rel_err(model.qkv.weight.grad, g) < 1e-5
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def good(device="cpu"):
+    return dict(q=torch.randn(2, 10, 3, 8, device=device), k=torch.randn(2, 10, 3, 8, device=device),
+                v=torch.randn(2, 10, 3, 4, device=device))
+
+
+def call(**kw):
+    args = good()
+    args.update(kw)
+    return la.lightning_attn_func(**args)
+
+
+def test_error_wrong_rank():
+    with pytest.raises(ValueError, match="q must be a 4-D tensor"):
+        call(q=torch.randn(10, 3, 8))
+
+
+def test_error_mismatched_batch_time_heads():
+    with pytest.raises(ValueError, match="k must have q's shape"):
+        call(k=torch.randn(2, 11, 3, 8))
+    with pytest.raises(ValueError, match="v must match q in B, T and H"):
+        call(v=torch.randn(2, 10, 4, 4))
+    with pytest.raises(ValueError, match="v must match q in B, T and H"):
+        call(v=torch.randn(1, 10, 3, 4))
+
+
+def test_error_mismatched_dtypes():
+    with pytest.raises(ValueError, match="v must have q's dtype"):
+        call(v=torch.randn(2, 10, 3, 4, dtype=torch.bfloat16))
+    with pytest.raises(ValueError, match="q must be float32, float16 or bfloat16"):
+        call(q=torch.ones(2, 10, 3, 8, dtype=torch.int32), k=torch.ones(2, 10, 3, 8, dtype=torch.int32),
+             v=torch.ones(2, 10, 3, 4, dtype=torch.int32))
+
+
+def test_error_mismatched_devices():
+    with pytest.raises(ValueError, match="k must be on the same device as q"):
+        call(k=torch.randn(2, 10, 3, 8, device="meta"))
+
+
+def test_error_head_dim_too_large():
+    with pytest.raises(ValueError, match="Dk must be in"):
+        call(q=torch.randn(1, 2, 1, 257), k=torch.randn(1, 2, 1, 257), v=torch.randn(1, 2, 1, 4))
+
+
+def test_error_slope_shape_and_value():
+    with pytest.raises(ValueError, match=r"slope must have shape \[H\]"):
+        call(slope=torch.rand(4))
+    with pytest.raises(ValueError, match="slope must be >= 0"):
+        call(slope=torch.tensor([0.1, -0.2, 0.3]))
+    with pytest.raises(ValueError, match="slope must be float32"):
+        call(slope=torch.rand(3, dtype=torch.float16))
+
+
+def test_error_state_shape_and_dtype():
+    with pytest.raises(ValueError, match=r"initial_state must have shape \[N, H, Dk, Dv\]"):
+        call(initial_state=torch.zeros(2, 3, 4, 8))
+    with pytest.raises(ValueError, match="initial_state must be Float"):
+        call(initial_state=torch.zeros(2, 3, 8, 4, dtype=torch.bfloat16))
+    state = torch.zeros(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"state must have shape \[B, H, Dk, Dv\]"):
+        la.lightning_attn_decode(torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.randn(2, 3, 4), state)
+    with pytest.raises(ValueError, match="state must be Float"):
+        la.lightning_attn_decode(torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.randn(2, 3, 4),
+                                 torch.zeros(2, 3, 8, 4, dtype=torch.float16))
+
+
+def test_error_cu_seqlens_not_increasing():
+    packed = dict(q=torch.randn(1, 10, 3, 8), k=torch.randn(1, 10, 3, 8), v=torch.randn(1, 10, 3, 4))
+    with pytest.raises(ValueError, match="cu_seqlens must be non-decreasing"):
+        call(**packed, cu_seqlens=torch.tensor([0, 6, 4, 10], dtype=torch.int32))
+
+
+def test_error_cu_seqlens_not_ending_at_T():
+    packed = dict(q=torch.randn(1, 10, 3, 8), k=torch.randn(1, 10, 3, 8), v=torch.randn(1, 10, 3, 4))
+    with pytest.raises(ValueError, match="cu_seqlens must end at the packed length T = 10"):
+        call(**packed, cu_seqlens=torch.tensor([0, 4, 9], dtype=torch.int32))
+    with pytest.raises(ValueError, match="cu_seqlens must start at 0"):
+        call(**packed, cu_seqlens=torch.tensor([1, 4, 10], dtype=torch.int32))
+    with pytest.raises(ValueError, match="cu_seqlens must be int32 or int64"):
+        call(**packed, cu_seqlens=torch.tensor([0.0, 10.0]))
+
+
+def test_error_batch_with_cu_seqlens():
+    with pytest.raises(ValueError, match="with cu_seqlens the batch must be packed into B = 1, got B = 2"):
+        call(cu_seqlens=torch.tensor([0, 4, 10], dtype=torch.int32))
+
+
+def test_error_non_contiguous_last_dim():
+    q = torch.randn(2, 10, 3, 16)[..., ::2]
+    with pytest.raises(ValueError, match="q must have a contiguous last dimension"):
+        call(q=q)
+    with pytest.raises(ValueError, match="v must have a contiguous last dimension"):
+        call(v=torch.randn(2, 10, 3, 4).transpose(-1, -2).contiguous().transpose(-1, -2))
+
+
+def test_error_backward_gradient_shape():
+    q, k, v = good().values()
+    with pytest.raises(ValueError, match="do must have v's shape"):
+        ops.bwd(torch.randn(2, 10, 3, 8), q, k, v, None, 1.0, None, None, None, False)
+
+
+def test_errors_raise_before_any_output_is_touched():
+    """A failed call leaves an in-place state unchanged (checks run before kernels)."""
+    state = torch.randn(2, 3, 8, 4)
+    before = state.clone()
+    with pytest.raises(ValueError, match="slope must have shape"):
+        la.lightning_attn_decode(torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.randn(2, 3, 4), state,
+                                 slope=torch.rand(5))
+    assert torch.equal(state, before)
