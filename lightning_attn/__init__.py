@@ -1,15 +1,20 @@
-"""lightning_attn: Lightning Attention as torch operators, and the TransNormerLLM model."""
+"""lightning_attn: Lightning Attention as torch operators, and the TransNormerLLM model.
+
+Ops (ops.py): lightning_attn_func, lightning_attn_decode, srms_norm; decay schedules (decay.py);
+nn modules (modules.py), the TNL model (model.py), its recurrent cache (cache.py) and
+generation (generation.py). On demand: lightning_attn.distributed (sequence/data parallel),
+lightning_attn.hf (transformers integration), lightning_attn.baseline (Transformer baseline).
+"""
+from .cache import TNLCache
 from .decay import tnl_slopes
+from .generation import generate
+from .model import TNLConfig, TransNormerLLM
+from .modules import LRPE, SGLU, GatedLinearAttention, LightningAttention, SRMSNorm, TNLBlock
 from .ops import lightning_attn_decode, lightning_attn_func, srms_norm
 
-__all__ = ["lightning_attn_func", "lightning_attn_decode", "srms_norm", "tnl_slopes"]
+__all__ = [
+    "lightning_attn_func", "lightning_attn_decode", "srms_norm", "tnl_slopes",
+    "SRMSNorm", "LRPE", "GatedLinearAttention", "SGLU", "TNLBlock", "LightningAttention",
+    "TNLCache", "TNLConfig", "TransNormerLLM", "generate",
+]
 __version__ = "0.1.0"
-
-# nn modules, the TNL model, its cache and generation (transformers integration: lightning_attn.hf, imported on demand)
-from .modules import LRPE, SGLU, GatedLinearAttention, LightningAttention, SRMSNorm, TNLBlock  # noqa: E402
-from .cache import TNLCache  # noqa: E402
-from .model import TNLConfig, TransNormerLLM  # noqa: E402
-from .generation import generate  # noqa: E402
-
-__all__ += ["SRMSNorm", "LRPE", "GatedLinearAttention", "SGLU", "TNLBlock", "LightningAttention", "TNLCache",
-            "TNLConfig", "TransNormerLLM", "generate"]

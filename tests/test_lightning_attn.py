@@ -10,7 +10,7 @@ from reference import lightning_attn_ref, rel_err
 # fed to the tensor cores.
 TOL = {
     ("cpu", torch.float32): 2e-5, ("cpu", torch.float16): 2e-3, ("cpu", torch.bfloat16): 8e-3,
-    ("cuda", torch.float32): 3e-3, ("cuda", torch.float16): 3e-3, ("cuda", torch.bfloat16): 8e-3,
+    ("cuda", torch.float32): 1e-2, ("cuda", torch.float16): 3e-3, ("cuda", torch.bfloat16): 8e-3,
 }
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 

@@ -56,17 +56,28 @@ def test_opcheck_srms_norm(device):
     torch.library.opcheck(ops.srms_norm_bwd.default, (torch.randn_like(x), x.detach(), rstd))
 
 
-@pytest.mark.parametrize("i", range(4))
-def test_gradcheck_float64(i):
-    q, k, v, slope, scale, h0, cu, head_first, out_final = fwd_samples("cpu", torch.float64)[i]
-    h0 = h0 if h0 is not None else torch.randn(q.shape[0], 2, 16, 8, dtype=torch.float64)
+GRADCHECK_CASES = {  # (B, T, H, Dk, Dv, cu_seqlens, head_first); T = 70 crosses a 64-token chunk
+    "plain": (2, 9, 2, 4, 3, None, False),
+    "two-chunks": (1, 70, 1, 3, 2, None, False),
+    "varlen": (1, 19, 2, 4, 3, [0, 5, 6, 19], False),
+    "head-first": (2, 9, 2, 4, 3, None, True),
+}
+
+
+@pytest.mark.parametrize("case", GRADCHECK_CASES)
+def test_gradcheck_float64(case):
+    B, T, H, Dk, Dv, cu, head_first = GRADCHECK_CASES[case]
+    shape = (lambda D: (B, H, T, D)) if head_first else (lambda D: (B, T, H, D))
+    cu = torch.tensor(cu) if cu is not None else None
+    N = len(cu) - 1 if cu is not None else B
+    slope = torch.rand(H, dtype=torch.float64) * 0.3
+    inputs = tuple(torch.randn(s, dtype=torch.float64, requires_grad=True)
+                   for s in (shape(Dk), shape(Dk), shape(Dv), (N, H, Dk, Dv)))
 
     def fn(q, k, v, h0):
-        o, hT = la.lightning_attn_func(q, k, v, slope, scale, h0, output_final_state=True,
-                                       cu_seqlens=cu, head_first=head_first)
-        return o, hT
-    inputs = tuple(x.detach().requires_grad_() for x in (q, k, v, h0))
-    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-4)
+        return la.lightning_attn_func(q, k, v, slope, 0.7, h0, output_final_state=True,
+                                      cu_seqlens=cu, head_first=head_first)
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 def test_gradcheck_srms_norm():
@@ -253,3 +264,15 @@ def test_errors_raise_before_any_output_is_touched():
         la.lightning_attn_decode(torch.randn(2, 3, 8), torch.randn(2, 3, 8), torch.randn(2, 3, 4), state,
                                  slope=torch.rand(5))
     assert torch.equal(state, before)
+
+
+def test_runs_under_autocast(device):
+    """An outer autocast must not re-cast the kernels' float32 block products."""
+    q, k, v, slope, _, h0, _, _, _ = fwd_samples(device, torch.bfloat16)[1]
+    slope = torch.rand(2, device=device)
+    ref, _ = la.lightning_attn_func(q, k, v, slope, 1.0, h0)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        o, _ = la.lightning_attn_func(q, k, v, slope, 1.0, h0)
+        y = la.srms_norm(o)
+    assert o.dtype == torch.bfloat16 and torch.equal(o, ref)
+    assert y.dtype == torch.bfloat16

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "cpu_guard.h"
 
 namespace lightning_attn {
 namespace {
@@ -141,9 +142,7 @@ void for_each_sequence_head(const AttnDims& d, const std::optional<Tensor>& slop
   const auto ranges = sequence_ranges(d, cu_seqlens);
   const auto logs = log_lambdas(slope, d.H);
   at::parallel_for(0, d.N * d.H, 1, [&](int64_t begin, int64_t end) {
-    // Worker threads do not inherit the caller's dispatch guard: keep ATen calls
-    // on views of autograd inputs out of autograd here too.
-    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    const CpuKernelGuard guard;  // worker threads do not inherit the caller's
     for (int64_t task = begin; task < end; ++task) {
       const int64_t n = task / d.H, h = task % d.H;
       fn(n, h, ranges[n], DecayTables(logs[h], d.state_dtype));
@@ -165,7 +164,7 @@ std::tuple<Tensor, Tensor> fwd_cpu(const Tensor& q_in, const Tensor& k_in, const
                                    const std::optional<Tensor>& initial_state,
                                    const std::optional<Tensor>& cu_seqlens, bool head_first,
                                    bool output_final_state) {
-  const at::AutoDispatchBelowADInplaceOrView below_autograd;  // inner ATen calls are not traced
+  const CpuKernelGuard guard;
   const AttnDims d = check_fwd_inputs(q_in, k_in, v_in, slope, initial_state, cu_seqlens, head_first);
   const Tensor q = canonical(q_in, head_first), k = canonical(k_in, head_first),
                v = canonical(v_in, head_first);
@@ -193,7 +192,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
     const std::optional<Tensor>& slope, double scale, const std::optional<Tensor>& initial_state,
     const std::optional<Tensor>& d_final_state, const std::optional<Tensor>& cu_seqlens,
     bool head_first) {
-  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const CpuKernelGuard guard;
   const AttnDims d = check_fwd_inputs(q_in, k_in, v_in, slope, initial_state, cu_seqlens, head_first);
   check_bwd_inputs(do_in, v_in, d, d_final_state, head_first);
   const Tensor q = canonical(q_in, head_first), k = canonical(k_in, head_first),
@@ -224,7 +223,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
 
 Tensor decode_cpu(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& state,
                   const std::optional<Tensor>& slope, double scale) {
-  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const CpuKernelGuard guard;
   check_decode_inputs(q, k, v, state, slope);
   const auto acc = state.scalar_type();
   const Tensor kf = k.to(acc), vf = v.to(acc), qf = q.to(acc);

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "../checks.h"
+#include "cpu_guard.h"
 
 namespace lightning_attn {
 namespace {
@@ -16,7 +17,7 @@ at::ScalarType acc_dtype(const Tensor& x) {
 }
 
 std::tuple<Tensor, Tensor> srms_norm_fwd_cpu(const Tensor& x, double eps) {
-  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const CpuKernelGuard guard;
   check_srms_norm_input(x, eps);
   const Tensor xf = x.to(acc_dtype(x));
   const Tensor rstd = at::rsqrt(xf.square().mean(-1) + eps);
@@ -24,7 +25,7 @@ std::tuple<Tensor, Tensor> srms_norm_fwd_cpu(const Tensor& x, double eps) {
 }
 
 Tensor srms_norm_bwd_cpu(const Tensor& dy, const Tensor& x, const Tensor& rstd) {
-  const at::AutoDispatchBelowADInplaceOrView below_autograd;
+  const CpuKernelGuard guard;
   TORCH_CHECK_VALUE(dy.sizes() == x.sizes(), "lightning_attn.srms_norm: dy must have x's shape ",
                     x.sizes(), ", got ", dy.sizes());
   const auto acc = acc_dtype(x);
