@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs on the GPU machine (device tool), from the repository root:
+#   bash benchmarks/gpu/run_kernels.sh [quick|full]
+# builds the extension, runs the CUDA tests, compute-sanitizer on small calls, and the
+# kernel benchmark; logs and results go to $OUT (or /tmp/out).
+set -uo pipefail
+MODE=${1:-quick}
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+t0=$(date +%s)
+MAX_JOBS=16 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - t0 )) s"
+grep -E "spill|registers" "$OUT/build.log" | sort | uniq -c | head -20
+if [ -d .peers ] && [ "$MODE" = full ]; then
+  python3 -m pip install -q --no-deps --no-index --target /tmp/peers .peers/*.whl > "$OUT/peers.log" 2>&1
+  mv /tmp/peers/lightning_attn /tmp/peers/official_lightning_attn 2>/dev/null
+  ls /tmp/peers
+fi
+if [ "${TESTS:-1}" = 1 ]; then
+t0=$(date +%s)
+python3 -m pytest -q --maxfail=25 -rf tests/test_cuda_kernels.py ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/tests.log" | tail -25
+echo "tests: $(( $(date +%s) - t0 )) s"
+python3 benchmarks/gpu/accuracy.py 2>&1 | tee "$OUT/accuracy.log"
+fi
+if [ "${SANITIZE:-1}" = 1 ]; then
+  t0=$(date +%s)
+  for tool in memcheck racecheck; do
+    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${SAN_TIMEOUT:-150} compute-sanitizer --tool $tool --error-exitcode 9 \
+      python3 benchmarks/gpu/sanitize_small.py > "$OUT/sanitizer_$tool.log" 2>&1
+    echo "compute-sanitizer $tool: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)"
+  done
+  echo "sanitizer: $(( $(date +%s) - t0 )) s"
+fi
+t0=$(date +%s)
+if [ "$MODE" = full ]; then
+  timeout ${BENCH_TIMEOUT:-400} python3 benchmarks/bench_kernels.py --peers /tmp/peers --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -60
+  [ -f "$OUT/kernels.png" ] || python3 benchmarks/bench_kernels.py --plot-only --out "$OUT"
+else
+  python3 benchmarks/bench_kernels.py --quick --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -30
+fi
+echo "bench: $(( $(date +%s) - t0 )) s"

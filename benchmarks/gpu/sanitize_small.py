@@ -1,0 +1,26 @@
+"""Small forward/backward/decode/srms_norm calls for compute-sanitizer (memcheck, racecheck).
+
+Covers the plain grid and the sequence split (B * H = 2), odd head dims, varlen, head_first.
+"""
+import torch
+
+import lightning_attn as la
+
+torch.manual_seed(0)
+dev = "cuda"
+for (B, T, H, Dk, Dv, hf) in [(1, 700, 2, 64, 64, False), (2, 130, 3, 100, 48, True), (1, 300, 1, 256, 128, False)]:
+    shape = (lambda D: (B, H, T, D)) if hf else (lambda D: (B, T, H, D))
+    q, k, v = (torch.randn(shape(D), device=dev, dtype=torch.bfloat16, requires_grad=True) for D in (Dk, Dk, Dv))
+    h0 = torch.randn(B, H, Dk, Dv, device=dev, requires_grad=True)
+    slope = torch.rand(H, device=dev)
+    o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True, head_first=hf)
+    (o.float().square().sum() + hT.sum()).backward()
+cu = torch.tensor([0, 5, 5, 200], device=dev, dtype=torch.int32)
+q, k, v = (torch.randn(1, 200, 2, 64, device=dev, dtype=torch.float16) for _ in range(3))
+la.lightning_attn_func(q, k, v, torch.rand(2, device=dev), cu_seqlens=cu, output_final_state=True)
+state = torch.randn(4, 2, 128, 100, device=dev)
+la.lightning_attn_decode(*(torch.randn(4, 2, D, device=dev) for D in (128, 128, 100)), state, torch.rand(2, device=dev))
+x = torch.randn(7, 300, device=dev, requires_grad=True)
+la.srms_norm(x).sum().backward()
+torch.cuda.synchronize()
+print("sanitize_small: done")

@@ -1,0 +1,440 @@
+// CUDA host code of lightning attention: checks (shared with the CPU backend),
+// device guard, current stream, params structs, dispatch, and the sequence split.
+//
+// Every op is one generic chunk problem or several (chunk_params.h). When the
+// (sequence, head, v-tile) blocks cannot fill the GPU, each sequence is cut into
+// segments: pass 1 computes each segment's local state (STATE_ONLY blocks), a scan
+// combines them with lambda^segment_length, pass 2 computes the outputs from each
+// segment's incoming state. No host synchronisation; workspaces come from the
+// caching allocator on the current stream, so the ops capture in CUDA graphs.
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "../checks.h"
+#include "chunk_params.h"
+#include "mma_utils.cuh"
+#include "torch_cuda_headers.h"
+
+namespace lightning_attn {
+namespace {
+
+using at::Tensor;
+using cuda::ChunkParams;
+
+void check_cuda_dtype(const Tensor& x, const char* op) {
+  TORCH_CHECK_VALUE(x.scalar_type() != at::kDouble, "lightning_attn", op,
+                    ": float64 is supported on the CPU only; use float32, float16 or bfloat16 on CUDA");
+}
+
+int64_t elem_align(const void* ptr, size_t elem) {
+  return int64_t(reinterpret_cast<uintptr_t>(ptr) % 16 == 0 ? 16 / elem : 1);
+}
+
+// A canonical [B, T, H, D] operand: 16-byte loads are legal when the base is
+// 16-byte aligned and every stride is a multiple of 16 bytes.
+bool vec16_ok(const Tensor& x) {
+  const int64_t a = int64_t(16 / x.element_size());
+  return x.numel() == 0 ||
+         (elem_align(x.data_ptr(), x.element_size()) == a && x.stride(0) % a == 0 &&
+          x.stride(1) % a == 0 && x.stride(2) % a == 0);
+}
+
+bool vec2_ok(const Tensor& x) {
+  const size_t bytes = 2 * x.element_size();
+  return reinterpret_cast<uintptr_t>(x.data_ptr()) % bytes == 0 && x.stride(0) % 2 == 0 &&
+         x.stride(1) % 2 == 0 && x.stride(2) % 2 == 0;
+}
+
+// One generic chunk problem (see chunk_params.h), in canonical [B, T, H, D] views.
+struct Problem {
+  Tensor q, k, v, o;  // generic roles
+  float scale_intra, scale_state, scale_upd;
+  int qoff, koff;
+  bool reverse;
+  // incoming state [N, H, Dk, Dv] in generic orientation (maybe a transposed view), or undefined
+  Tensor init;
+  // final state out, same orientation rules, or undefined
+  Tensor final_state;
+};
+
+struct Common {
+  int64_t B, T, H, N;
+  const int32_t* cu32 = nullptr;
+  const int64_t* cu64 = nullptr;
+  const float* slope = nullptr;
+  int num_sms = 132;
+};
+
+// How a call splits its sequences (see run_problem_typed).
+struct SplitPlan {
+  int64_t nseg = 1, seg_len = 0;  // segments of pass 2 and their length in tokens
+  int64_t F = 1;                  // pass-1 sub-segments per segment
+};
+
+// Split each sequence into nseg segments when the plain grid (base_blocks) would leave
+// SMs idle. The split costs a second read of k and v (pass 1), so it is used only below
+// one full wave. Pass 1 (local states) runs on F-times finer sub-segments: its blocks
+// are light (K^T V only) and need several per SM to keep enough loads in flight.
+SplitPlan plan_split(const Common& c, int64_t base_blocks, int blocks_per_sm, int state_blocks_per_sm) {
+  SplitPlan s;
+  const int64_t capacity = int64_t(c.num_sms) * blocks_per_sm;
+  const int64_t chunks = (c.T + cuda::kChunk - 1) / cuda::kChunk;
+  int64_t nseg = base_blocks >= capacity ? 1 : std::min<int64_t>(capacity / base_blocks, chunks);
+  nseg = std::max<int64_t>(1, std::min<int64_t>(nseg, 65535));
+  int64_t seg_chunks = (chunks + nseg - 1) / nseg;
+  if (nseg > 1) {
+    const int64_t capacity1 = int64_t(c.num_sms) * state_blocks_per_sm;
+    s.F = std::max<int64_t>(1, std::min<int64_t>({seg_chunks, 2 * capacity1 / (base_blocks * nseg), 8}));
+    seg_chunks = (seg_chunks + s.F - 1) / s.F * s.F;
+  }
+  s.nseg = (chunks + seg_chunks - 1) / seg_chunks;  // no trailing empty segments
+  s.seg_len = seg_chunks * cuda::kChunk;
+  if (s.nseg == 1) s.F = 1;
+  return s;
+}
+
+// Pass 1 and the scan of a split call: local states of every sub-segment of the state
+// problem p (its k, v, scales and direction), then the state entering each sub-segment
+// (returned, [nsub, N, H, Dk, Dv]) and the final state (written to final_state if defined).
+template <int DK, int VT, typename TIn>
+Tensor segment_states(const ChunkParams& p, const SplitPlan& plan, const Tensor& init,
+                      const Tensor& final_state, const Common& c, cudaStream_t stream) {
+  const int64_t sub_len = plan.seg_len / plan.F;
+  const int64_t nsub = (c.T + sub_len - 1) / sub_len;
+  const auto fopts = at::TensorOptions().device(at::kCUDA, c10::cuda::current_device()).dtype(at::kFloat);
+  const Tensor local = at::empty({nsub, c.N, c.H, p.Dk, p.Dv}, fopts);
+  const Tensor s_in = at::empty({nsub, c.N, c.H, p.Dk, p.Dv}, fopts);
+  ChunkParams p1 = p;
+  p1.q = nullptr;
+  p1.o = nullptr;
+  p1.init = nullptr;
+  p1.seg_len = sub_len;
+  p1.nseg = int(nsub);
+  p1.out_state = local.data_ptr<float>();
+  p1.out_sseg = local.stride(0), p1.out_sn = local.stride(1), p1.out_sh = local.stride(2),
+  p1.out_sk = local.stride(3), p1.out_sv = local.stride(4);
+  cuda::launch_chunk<DK, VT, TIn>(p1, /*state_only=*/true, stream);
+
+  cuda::ScanParams s{};
+  s.local = local.data_ptr<float>();
+  s.s_in = s_in.data_ptr<float>();
+  if (init.defined()) {
+    s.init = init.data_ptr<float>();
+    s.init_sn = init.stride(0), s.init_sh = init.stride(1), s.init_sk = init.stride(2),
+    s.init_sv = init.stride(3);
+  }
+  if (final_state.defined()) {
+    s.final_state = final_state.data_ptr<float>();
+    s.fin_sn = final_state.stride(0), s.fin_sh = final_state.stride(1),
+    s.fin_sk = final_state.stride(2), s.fin_sv = final_state.stride(3);
+  }
+  s.Dk = p.Dk, s.Dv = p.Dv, s.H = p.H, s.N = p.N, s.T = p.T, s.seg_len = sub_len, s.nseg = int(nsub);
+  s.cu32 = c.cu32, s.cu64 = c.cu64, s.slope = c.slope;
+  cuda::launch_scan(s, stream);
+  return s_in;
+}
+
+template <int DK, int VT, typename TIn>
+void run_problem_typed(const Problem& pb, const Common& c, cudaStream_t stream) {
+  ChunkParams p{};
+  p.q = pb.q.data_ptr();
+  p.k = pb.k.data_ptr();
+  p.v = pb.v.data_ptr();
+  p.o = pb.o.data_ptr();
+  p.q_sb = pb.q.stride(0), p.q_st = pb.q.stride(1), p.q_sh = pb.q.stride(2);
+  p.k_sb = pb.k.stride(0), p.k_st = pb.k.stride(1), p.k_sh = pb.k.stride(2);
+  p.v_sb = pb.v.stride(0), p.v_st = pb.v.stride(1), p.v_sh = pb.v.stride(2);
+  p.o_sb = pb.o.stride(0), p.o_st = pb.o.stride(1), p.o_sh = pb.o.stride(2);
+  p.q_vec = vec16_ok(pb.q), p.k_vec = vec16_ok(pb.k), p.v_vec = vec16_ok(pb.v);
+  p.o_vec2 = vec2_ok(pb.o);
+  p.Dk = int(pb.q.size(3));
+  p.Dv = int(pb.v.size(3));
+  p.H = int(c.H), p.N = int(c.N), p.T = c.T;
+  p.cu32 = c.cu32, p.cu64 = c.cu64, p.slope = c.slope;
+  p.scale_intra = pb.scale_intra, p.scale_state = pb.scale_state, p.scale_upd = pb.scale_upd;
+  p.qoff = pb.qoff, p.koff = pb.koff, p.reverse = pb.reverse;
+
+  const int64_t nvt = (p.Dv + VT - 1) / VT;
+  const SplitPlan plan = plan_split(c, c.N * c.H * nvt, cuda::chunk_blocks_per_sm<DK, VT, TIn>(false),
+                                    cuda::chunk_blocks_per_sm<DK, VT, TIn>(true));
+  p.seg_len = plan.seg_len;
+  p.nseg = int(plan.nseg);
+  if (plan.nseg == 1) {
+    if (pb.init.defined()) {
+      const Tensor& s = pb.init;
+      p.init = s.data_ptr<float>();
+      p.init_sseg = 0, p.init_sn = s.stride(0), p.init_sh = s.stride(1), p.init_sk = s.stride(2),
+      p.init_sv = s.stride(3);
+    }
+    if (pb.final_state.defined()) {
+      const Tensor& f = pb.final_state;
+      p.out_state = f.data_ptr<float>();
+      p.out_sseg = 0, p.out_sn = f.stride(0), p.out_sh = f.stride(1), p.out_sk = f.stride(2),
+      p.out_sv = f.stride(3);
+    }
+    cuda::launch_chunk<DK, VT, TIn>(p, /*state_only=*/false, stream);
+    return;
+  }
+  const Tensor s_in = segment_states<DK, VT, TIn>(p, plan, pb.init, pb.final_state, c, stream);
+  // Pass 2: outputs from each segment's incoming state (that of its first sub-segment).
+  p.init = s_in.data_ptr<float>();
+  p.init_sseg = plan.F * s_in.stride(0), p.init_sn = s_in.stride(1), p.init_sh = s_in.stride(2),
+  p.init_sk = s_in.stride(3), p.init_sv = s_in.stride(4);
+  p.out_state = nullptr;
+  cuda::launch_chunk<DK, VT, TIn>(p, /*state_only=*/false, stream);
+}
+
+template <typename TIn>
+void run_problem_dk(const Problem& pb, const Common& c, cudaStream_t stream) {
+  const int64_t Dv = pb.v.size(3);
+  switch (cuda::padded_dk(pb.q.size(3))) {
+    case 64:
+      return Dv <= 64 ? run_problem_typed<64, 64, TIn>(pb, c, stream)
+                      : run_problem_typed<64, 128, TIn>(pb, c, stream);
+    case 128:
+      return Dv <= 64 ? run_problem_typed<128, 64, TIn>(pb, c, stream)
+                      : run_problem_typed<128, 128, TIn>(pb, c, stream);
+    default: return run_problem_typed<256, 64, TIn>(pb, c, stream);
+  }
+}
+
+void run_problem(const Problem& pb, const Common& c, cudaStream_t stream) {
+  switch (pb.q.scalar_type()) {
+    case at::kFloat: return run_problem_dk<float>(pb, c, stream);
+    case at::kHalf: return run_problem_dk<__half>(pb, c, stream);
+    case at::kBFloat16: return run_problem_dk<__nv_bfloat16>(pb, c, stream);
+    default: TORCH_CHECK(false, "lightning_attn: unsupported dtype ", pb.q.scalar_type());
+  }
+}
+
+// The fused dk/dv reversed sweep (bwd_dkdv_kernel.cuh) with its own split: pass 1 and
+// the scan are the generic state problem (k, v) = (q, do), reversed, koff 1, scale_upd scale.
+template <int DK, int DV, typename TIn>
+void run_dkdv_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout,
+                    const Tensor& dk, const Tensor& dv, float scale, const Tensor& ds_init,
+                    const Tensor& d_initial, const Common& c, cudaStream_t stream) {
+  ChunkParams ps{};
+  ps.k = q.data_ptr(), ps.v = dout.data_ptr();
+  ps.k_sb = q.stride(0), ps.k_st = q.stride(1), ps.k_sh = q.stride(2);
+  ps.v_sb = dout.stride(0), ps.v_st = dout.stride(1), ps.v_sh = dout.stride(2);
+  ps.k_vec = vec16_ok(q), ps.v_vec = vec16_ok(dout);
+  ps.Dk = int(q.size(3)), ps.Dv = int(dout.size(3));
+  ps.H = int(c.H), ps.N = int(c.N), ps.T = c.T;
+  ps.cu32 = c.cu32, ps.cu64 = c.cu64, ps.slope = c.slope;
+  ps.scale_upd = scale, ps.koff = 1, ps.reverse = true;
+
+  cuda::DkDvParams p{};
+  p.q = q.data_ptr(), p.k = k.data_ptr(), p.v = v.data_ptr(), p.dout = dout.data_ptr();
+  p.dk = dk.data_ptr(), p.dv = dv.data_ptr();
+  p.q_sb = q.stride(0), p.q_st = q.stride(1), p.q_sh = q.stride(2);
+  p.k_sb = k.stride(0), p.k_st = k.stride(1), p.k_sh = k.stride(2);
+  p.v_sb = v.stride(0), p.v_st = v.stride(1), p.v_sh = v.stride(2);
+  p.do_sb = dout.stride(0), p.do_st = dout.stride(1), p.do_sh = dout.stride(2);
+  p.dk_sb = dk.stride(0), p.dk_st = dk.stride(1), p.dk_sh = dk.stride(2);
+  p.dv_sb = dv.stride(0), p.dv_st = dv.stride(1), p.dv_sh = dv.stride(2);
+  p.q_vec = vec16_ok(q), p.k_vec = vec16_ok(k), p.v_vec = vec16_ok(v), p.do_vec = vec16_ok(dout);
+  p.dk_vec2 = vec2_ok(dk), p.dv_vec2 = vec2_ok(dv);
+  p.Dk = ps.Dk, p.Dv = ps.Dv, p.H = ps.H, p.N = ps.N, p.T = c.T;
+  p.cu32 = c.cu32, p.cu64 = c.cu64, p.slope = c.slope, p.scale = scale;
+
+  const SplitPlan plan = plan_split(c, c.N * c.H, cuda::dkdv_blocks_per_sm<DK, DV, TIn>(),
+                                    cuda::chunk_blocks_per_sm<DK, DV, TIn>(true));
+  p.seg_len = ps.seg_len = plan.seg_len;
+  p.nseg = ps.nseg = int(plan.nseg);
+  Tensor s_in;
+  if (plan.nseg == 1) {
+    if (ds_init.defined()) {
+      p.init = ds_init.data_ptr<float>();
+      p.init_sn = ds_init.stride(0), p.init_sh = ds_init.stride(1), p.init_sk = ds_init.stride(2),
+      p.init_sv = ds_init.stride(3);
+    }
+    if (d_initial.defined()) {
+      p.out_state = d_initial.data_ptr<float>();
+      p.out_sn = d_initial.stride(0), p.out_sh = d_initial.stride(1), p.out_sk = d_initial.stride(2),
+      p.out_sv = d_initial.stride(3);
+    }
+  } else {
+    s_in = segment_states<DK, DV, TIn>(ps, plan, ds_init, d_initial, c, stream);
+    p.init = s_in.data_ptr<float>();
+    p.init_sseg = plan.F * s_in.stride(0), p.init_sn = s_in.stride(1), p.init_sh = s_in.stride(2),
+    p.init_sk = s_in.stride(3), p.init_sv = s_in.stride(4);
+  }
+  cuda::launch_dkdv<DK, DV, TIn>(p, stream);
+}
+
+template <typename TIn>
+void run_dkdv_dims(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout,
+                   const Tensor& dk, const Tensor& dv, float scale, const Tensor& ds_init,
+                   const Tensor& d_initial, const Common& c, cudaStream_t stream) {
+  const bool k64 = q.size(3) <= 64, v64 = dout.size(3) <= 64;
+  if (k64 && v64) return run_dkdv_typed<64, 64, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
+  if (k64) return run_dkdv_typed<64, 128, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
+  if (v64) return run_dkdv_typed<128, 64, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
+  return run_dkdv_typed<128, 128, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
+}
+
+void run_dkdv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& dk,
+              const Tensor& dv, float scale, const Tensor& ds_init, const Tensor& d_initial,
+              const Common& c, cudaStream_t stream) {
+  switch (q.scalar_type()) {
+    case at::kFloat: return run_dkdv_dims<float>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
+    case at::kHalf: return run_dkdv_dims<__half>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
+    default: return run_dkdv_dims<__nv_bfloat16>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
+  }
+}
+
+// Shared setup of fwd and bwd: slope and cu_seqlens pointers, SM count.
+Common make_common(const AttnDims& d, const std::optional<Tensor>& slope,
+                   const std::optional<Tensor>& cu_seqlens, Tensor& slope_f, Tensor& cu) {
+  Common c;
+  c.B = d.B, c.T = d.T, c.H = d.H, c.N = d.N;
+  if (slope.has_value()) {
+    slope_f = slope->to(at::kFloat).contiguous();
+    c.slope = slope_f.data_ptr<float>();
+  }
+  if (cu_seqlens.has_value()) {
+    cu = cu_seqlens->contiguous();
+    if (cu.scalar_type() == at::kInt)
+      c.cu32 = cu.data_ptr<int32_t>();
+    else
+      c.cu64 = cu.data_ptr<int64_t>();
+  }
+  int dev = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&dev));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&c.num_sms, cudaDevAttrMultiProcessorCount, dev));
+  return c;
+}
+
+std::vector<int64_t> user_shape(const AttnDims& d, int64_t D, bool head_first) {
+  return head_first ? std::vector<int64_t>{d.B, d.H, d.T, D} : std::vector<int64_t>{d.B, d.T, d.H, D};
+}
+
+std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                                    const std::optional<Tensor>& slope, double scale,
+                                    const std::optional<Tensor>& initial_state,
+                                    const std::optional<Tensor>& cu_seqlens, bool head_first,
+                                    bool output_final_state) {
+  const AttnDims d = check_fwd_inputs(q_in, k_in, v_in, slope, initial_state, cu_seqlens, head_first);
+  check_cuda_dtype(q_in, "");
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  Tensor slope_f, cu;
+  const Common c = make_common(d, slope, cu_seqlens, slope_f, cu);
+
+  const Tensor o_user = at::empty(user_shape(d, d.Dv, head_first), q_in.options());
+  const Tensor final_state = at::empty(
+      output_final_state ? std::vector<int64_t>{d.N, d.H, d.Dk, d.Dv} : std::vector<int64_t>{0},
+      q_in.options().dtype(at::kFloat));
+  Problem pb;
+  pb.q = canonical(q_in, head_first);
+  pb.k = canonical(k_in, head_first);
+  pb.v = canonical(v_in, head_first);
+  pb.o = canonical(o_user, head_first);
+  pb.scale_intra = float(scale), pb.scale_state = float(scale), pb.scale_upd = 1.f;
+  pb.qoff = 1, pb.koff = 0, pb.reverse = false;
+  if (initial_state.has_value()) pb.init = *initial_state;
+  if (output_final_state) pb.final_state = final_state;
+  run_problem(pb, c, stream);
+  return {o_user, final_state};
+}
+
+// The backward as generic problems (chunk_params.h), with S the forward state
+// and dS its gradient (dS entering from the end is d_final_state):
+//   dq: forward time,  (q, k, v) = (do, v, k),  R = S^T,  scales (scale, scale, 1), qoff 1, koff 0
+//   dk: reversed time, (q, k, v) = (v, do, q),  R = dS^T, scales (scale, 1, scale), qoff 0, koff 1
+//   dv: reversed time, (q, k, v) = (k, q, do),  R = dS,   same scales; its final R is d_initial_state.
+// Where Dk, Dv <= 128, dk and dv come from one fused reversed sweep instead (run_dkdv).
+std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cuda(
+    const Tensor& do_in, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+    const std::optional<Tensor>& slope, double scale, const std::optional<Tensor>& initial_state,
+    const std::optional<Tensor>& d_final_state, const std::optional<Tensor>& cu_seqlens,
+    bool head_first) {
+  const AttnDims d = check_fwd_inputs(q_in, k_in, v_in, slope, initial_state, cu_seqlens, head_first);
+  check_bwd_inputs(do_in, v_in, d, d_final_state, head_first);
+  check_cuda_dtype(q_in, "");
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  Tensor slope_f, cu;
+  const Common c = make_common(d, slope, cu_seqlens, slope_f, cu);
+
+  const Tensor q = canonical(q_in, head_first), k = canonical(k_in, head_first),
+               v = canonical(v_in, head_first), dout = canonical(do_in, head_first);
+  const Tensor dq_user = at::empty(user_shape(d, d.Dk, head_first), q_in.options()),
+               dk_user = at::empty(user_shape(d, d.Dk, head_first), q_in.options()),
+               dv_user = at::empty(user_shape(d, d.Dv, head_first), q_in.options());
+  const Tensor d_initial = at::empty(initial_state.has_value() ? std::vector<int64_t>{d.N, d.H, d.Dk, d.Dv}
+                                                               : std::vector<int64_t>{0},
+                                     q_in.options().dtype(at::kFloat));
+  const float s = float(scale);
+  {
+    Problem pb;
+    pb.q = dout, pb.k = v, pb.v = k, pb.o = canonical(dq_user, head_first);
+    pb.scale_intra = s, pb.scale_state = s, pb.scale_upd = 1.f, pb.qoff = 1, pb.koff = 0;
+    pb.reverse = false;
+    if (initial_state.has_value()) pb.init = initial_state->transpose(2, 3);
+    run_problem(pb, c, stream);
+  }
+  if (d.Dk <= 128 && d.Dv <= 128) {
+    // One fused reversed sweep for dk and dv (measured in KERNEL_NOTES.md).
+    run_dkdv(q, k, v, dout, canonical(dk_user, head_first), canonical(dv_user, head_first), s,
+             d_final_state.has_value() ? *d_final_state : Tensor(),
+             initial_state.has_value() ? d_initial : Tensor(), c, stream);
+    return {dq_user, dk_user, dv_user, d_initial};
+  }
+  {
+    Problem pb;
+    pb.q = v, pb.k = dout, pb.v = q, pb.o = canonical(dk_user, head_first);
+    pb.scale_intra = s, pb.scale_state = 1.f, pb.scale_upd = s, pb.qoff = 0, pb.koff = 1;
+    pb.reverse = true;
+    if (d_final_state.has_value()) pb.init = d_final_state->transpose(2, 3);
+    run_problem(pb, c, stream);
+  }
+  {
+    Problem pb;
+    pb.q = k, pb.k = q, pb.v = dout, pb.o = canonical(dv_user, head_first);
+    pb.scale_intra = s, pb.scale_state = 1.f, pb.scale_upd = s, pb.qoff = 0, pb.koff = 1;
+    pb.reverse = true;
+    if (d_final_state.has_value()) pb.init = *d_final_state;
+    if (initial_state.has_value()) pb.final_state = d_initial;
+    run_problem(pb, c, stream);
+  }
+  return {dq_user, dk_user, dv_user, d_initial};
+}
+
+Tensor decode_cuda(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& state,
+                   const std::optional<Tensor>& slope, double scale) {
+  check_decode_inputs(q, k, v, state, slope);
+  check_cuda_dtype(q, ".decode");
+  const c10::cuda::CUDAGuard guard(q.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const int64_t B = q.size(0), H = q.size(1), Dk = q.size(2), Dv = v.size(2);
+  Tensor o = at::empty({B, H, Dv}, q.options());
+  Tensor slope_f;
+  cuda::DecodeParams p{};
+  p.q = q.data_ptr(), p.k = k.data_ptr(), p.v = v.data_ptr(), p.o = o.data_ptr();
+  p.state = state.data_ptr<float>();
+  p.q_sb = q.stride(0), p.q_sh = q.stride(1), p.k_sb = k.stride(0), p.k_sh = k.stride(1);
+  p.v_sb = v.stride(0), p.v_sh = v.stride(1);
+  p.B = int(B), p.H = int(H), p.Dk = int(Dk), p.Dv = int(Dv);
+  if (slope.has_value()) {
+    slope_f = slope->to(at::kFloat).contiguous();
+    p.slope = slope_f.data_ptr<float>();
+  }
+  p.scale = float(scale);
+  switch (q.scalar_type()) {
+    case at::kFloat: cuda::launch_decode<float>(p, stream); break;
+    case at::kHalf: cuda::launch_decode<__half>(p, stream); break;
+    default: cuda::launch_decode<__nv_bfloat16>(p, stream); break;
+  }
+  return o;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lightning_attn, CUDA, m) {
+  m.impl("fwd", &fwd_cuda);
+  m.impl("bwd", &bwd_cuda);
+  m.impl("decode", &decode_cuda);
+}
+
+}  // namespace lightning_attn

@@ -1,0 +1,135 @@
+// Kernels that work on whole [Dk, Dv] states, element by element:
+//  - the segment scan of the sequence split (S_in[s+1] = lambda^len_s S_in[s] + local[s]);
+//  - the decoding step (state <- lambda state + k v^T in place, o = scale state^T q).
+// Both are bound by memory: each state element is read and written once.
+#include "chunk_params.h"
+#include "mma_utils.cuh"
+#include "torch_cuda_headers.h"
+
+namespace lightning_attn {
+namespace cuda {
+namespace {
+
+constexpr int kScanThreads = 256;
+
+__global__ void __launch_bounds__(kScanThreads) scan_kernel(const ScanParams p) {
+  const int64_t e = int64_t(blockIdx.x) * kScanThreads + threadIdx.x;
+  if (e >= int64_t(p.Dk) * p.Dv) return;
+  const int i = int(e / p.Dv), j = int(e % p.Dv);
+  const int nh = blockIdx.y, n = nh / p.H, h = nh % p.H;
+  int64_t start, len;
+  sequence_range(p.cu32, p.cu64, n, p.T, start, len);
+  const float l2 = log2_lambda(p.slope, h);
+  float s = p.init ? p.init[n * p.init_sn + h * p.init_sh + i * p.init_sk + j * p.init_sv] : 0.f;
+  const int64_t plane = int64_t(p.N) * p.H * p.Dk * p.Dv;
+  const int64_t off = int64_t(nh) * p.Dk * p.Dv + e;
+  for (int seg = 0; seg < p.nseg; ++seg) {
+    const int64_t rest = len - int64_t(seg) * p.seg_len;
+    if (rest <= 0) break;  // this and later segments are empty: their blocks exit early
+    const int64_t L = rest < p.seg_len ? rest : p.seg_len;
+    p.s_in[seg * plane + off] = s;
+    s = exp2f(float(L) * l2) * s + p.local[seg * plane + off];
+  }
+  if (p.final_state) p.final_state[n * p.fin_sn + h * p.fin_sh + i * p.fin_sk + j * p.fin_sv] = s;
+}
+
+// Decoding: one block per (b, h). Thread (rg, cg) owns columns [cg*VEC, cg*VEC+VEC) of
+// rows rg, rg + RG, ...; partial o sums are reduced across row groups in shared memory.
+constexpr int kDecodeThreads = 256;
+
+template <typename TIn, int VEC>
+__global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const DecodeParams p) {
+  extern __shared__ float dsm[];
+  const int b = blockIdx.x / p.H, h = blockIdx.x % p.H;
+  float* sq = dsm;              // [Dk]
+  float* sk = sq + p.Dk;        // [Dk]
+  float* sv = sk + p.Dk;        // [Dv]
+  float* red = sv + p.Dv;       // [RG, Dv]
+  const TIn* q = static_cast<const TIn*>(p.q) + b * p.q_sb + h * p.q_sh;
+  const TIn* k = static_cast<const TIn*>(p.k) + b * p.k_sb + h * p.k_sh;
+  const TIn* v = static_cast<const TIn*>(p.v) + b * p.v_sb + h * p.v_sh;
+  for (int i = threadIdx.x; i < p.Dk; i += kDecodeThreads) {
+    sq[i] = to_float(q[i]);
+    sk[i] = to_float(k[i]);
+  }
+  for (int j = threadIdx.x; j < p.Dv; j += kDecodeThreads) sv[j] = to_float(v[j]);
+  __syncthreads();
+
+  const float lambda = exp2f(log2_lambda(p.slope, h));
+  const int ncg = (p.Dv + VEC - 1) / VEC;
+  const int RG = kDecodeThreads / ncg;  // >= 1 since Dv <= 256
+  const int cg = threadIdx.x % ncg, rg = threadIdx.x / ncg;
+  float acc[VEC];
+#pragma unroll
+  for (int e = 0; e < VEC; ++e) acc[e] = 0.f;
+  float* S = p.state + (int64_t(b) * p.H + h) * p.Dk * p.Dv;
+  const int j0 = cg * VEC;
+  if (rg < RG) {
+    float vj[VEC];
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) vj[e] = sv[j0 + e];
+#pragma unroll 4
+    for (int i = rg; i < p.Dk; i += RG) {
+      float* row = S + int64_t(i) * p.Dv + j0;
+      const float ki = sk[i], qi = sq[i];
+      if constexpr (VEC == 4) {
+        float4 s = *reinterpret_cast<float4*>(row);
+        s.x = lambda * s.x + ki * vj[0];
+        s.y = lambda * s.y + ki * vj[1];
+        s.z = lambda * s.z + ki * vj[2];
+        s.w = lambda * s.w + ki * vj[3];
+        *reinterpret_cast<float4*>(row) = s;
+        acc[0] += s.x * qi;
+        acc[1] += s.y * qi;
+        acc[2] += s.z * qi;
+        acc[3] += s.w * qi;
+      } else {
+        const float s = lambda * row[0] + ki * vj[0];
+        row[0] = s;
+        acc[0] += s * qi;
+      }
+    }
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) red[rg * p.Dv + j0 + e] = acc[e];
+  }
+  __syncthreads();
+  TIn* o = static_cast<TIn*>(p.o) + (int64_t(b) * p.H + h) * p.Dv;
+  for (int j = threadIdx.x; j < p.Dv; j += kDecodeThreads) {
+    float s = 0.f;
+    for (int r = 0; r < RG; ++r) s += red[r * p.Dv + j];
+    o[j] = from_float<TIn>(p.scale * s);
+  }
+}
+
+}  // namespace
+
+void launch_scan(const ScanParams& p, cudaStream_t stream) {
+  const int64_t elems = int64_t(p.Dk) * p.Dv;
+  const dim3 grid(unsigned((elems + kScanThreads - 1) / kScanThreads), unsigned(p.N * p.H));
+  scan_kernel<<<grid, kScanThreads, 0, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename TIn>
+void launch_decode(const DecodeParams& p, cudaStream_t stream) {
+  if (p.B == 0 || p.H == 0) return;
+  // float4 rows need Dv % 4 == 0 (the state is contiguous and 16-byte aligned then).
+  const bool vec4 = p.Dv % 4 == 0 && reinterpret_cast<uintptr_t>(p.state) % 16 == 0;
+  const int vec = vec4 ? 4 : 1;
+  const int ncg = (p.Dv + vec - 1) / vec;
+  const int RG = kDecodeThreads / ncg;
+  const size_t smem = sizeof(float) * (2 * p.Dk + p.Dv + size_t(RG) * p.Dv);
+  const dim3 grid(unsigned(p.B * p.H));
+  if (vec4)
+    decode_kernel<TIn, 4><<<grid, kDecodeThreads, smem, stream>>>(p);
+  else
+    decode_kernel<TIn, 1><<<grid, kDecodeThreads, smem, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template void launch_decode<float>(const DecodeParams&, cudaStream_t);
+template void launch_decode<__half>(const DecodeParams&, cudaStream_t);
+template void launch_decode<__nv_bfloat16>(const DecodeParams&, cudaStream_t);
+
+}  // namespace cuda
+}  // namespace lightning_attn

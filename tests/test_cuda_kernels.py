@@ -1,0 +1,296 @@
+"""CUDA kernels of lightning_attn against float64 references (GPU only; skipped without CUDA).
+
+Covers the paths the CPU suite cannot reach: the sequence split (pass 1, scan, pass 2)
+of small batches, padding of odd head dims, the reversed sweeps of the backward, the
+decode kernel, SRMSNorm, CUDA graphs, torch.compile, and poisoned (NaN) allocations.
+"""
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+import lightning_attn as la  # noqa: E402
+from reference import lightning_attn_ref, rel_err, srms_norm_ref  # noqa: E402
+
+# Relative error bounds on random inputs. Inputs are rounded to the dtype before the
+# reference sees them, so the bounds measure the kernel's own rounding: 16-bit copies
+# of the masked scores and of the state fed to the tensor cores. float32 inputs are
+# rounded to bfloat16 on their way to the tensor cores (KERNEL_NOTES.md), hence bf16 bounds.
+TOL = {torch.float32: 1e-2, torch.float16: 4e-3, torch.bfloat16: 1e-2}
+DEV = "cuda"
+
+
+def make_inputs(B, T, H, Dk, Dv, dtype, decay=True, state=False, head_first=False, N=None,
+                slope_scale=0.2):
+    shape = (lambda D: (B, H, T, D)) if head_first else (lambda D: (B, T, H, D))
+    q = (torch.randn(shape(Dk), device=DEV) * Dk ** -0.5).to(dtype)
+    k = (torch.randn(shape(Dk), device=DEV) * 0.5).to(dtype)
+    v = torch.randn(shape(Dv), device=DEV).to(dtype)
+    slope = (torch.rand(H, device=DEV) * slope_scale + 0.001) if decay else None
+    h0 = torch.randn(N or B, H, Dk, Dv, device=DEV) * 0.3 if state else None
+    return q, k, v, slope, h0
+
+
+def chunked_ref(q, k, v, slope, scale, h0, C=512):
+    """Block-form float64 reference for long sequences ([B, T, H, D] inputs)."""
+    q, k, v = (x.double().transpose(1, 2) for x in (q, k, v))  # [B, H, T, D]
+    B, H, T, Dk = q.shape
+    Dv = v.shape[-1]
+    ll = (-slope.double() if slope is not None else torch.zeros(H, dtype=torch.float64, device=q.device)).view(1, H, 1, 1)
+    S = h0.double().clone() if h0 is not None else q.new_zeros(B, H, Dk, Dv)
+    out = torch.empty(B, H, T, Dv, dtype=torch.float64, device=q.device)
+    r = torch.arange(C, device=q.device, dtype=torch.float64)
+    for t0 in range(0, T, C):
+        c = min(C, T - t0)
+        Q, K, V = q[:, :, t0:t0 + c], k[:, :, t0:t0 + c], v[:, :, t0:t0 + c]
+        rr = r[:c]
+        diff = rr.view(-1, 1) - rr.view(1, -1)
+        mask = torch.where(diff >= 0, torch.exp(diff * ll), torch.zeros((), dtype=torch.float64, device=q.device))
+        A = (Q @ K.transpose(-1, -2)) * mask
+        out[:, :, t0:t0 + c] = scale * (A @ V + torch.exp((rr + 1).view(-1, 1) * ll) * (Q @ S))
+        S = torch.exp(c * ll) * S + (torch.exp((c - 1 - rr).view(-1, 1) * ll) * K).transpose(-1, -2) @ V
+    return out.transpose(1, 2), S
+
+
+# ----------------------------------------------------------------------------- forward
+
+FWD_SHAPES = [(T, 64, 64) for T in (1, 2, 63, 64, 65, 1000, 4097)] + [
+    (65, 16, 16), (130, 32, 100), (200, 100, 100), (257, 128, 128), (129, 256, 128), (100, 256, 256),
+    (77, 128, 256)]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("T,Dk,Dv", FWD_SHAPES, ids=lambda x: str(x))
+def test_forward(T, Dk, Dv, dtype):
+    for decay, state, head_first in [(True, True, False), (False, False, True)]:
+        q, k, v, slope, h0 = make_inputs(2, T, 3, Dk, Dv, dtype, decay, state, head_first)
+        o, hT = la.lightning_attn_func(q, k, v, slope, 0.7, h0, output_final_state=True, head_first=head_first)
+        ro, rh = lightning_attn_ref(q, k, v, slope, 0.7, h0, head_first=head_first)
+        assert o.shape == v.shape and o.dtype == dtype and hT.dtype == torch.float32
+        assert torch.isfinite(o).all() and torch.isfinite(hT).all()
+        assert rel_err(o, ro) < TOL[dtype], (decay, state, head_first)
+        assert rel_err(hT, rh) < TOL[dtype], (decay, state, head_first)
+
+
+@pytest.mark.parametrize("T", [1, 65, 3000, 20000])
+def test_forward_split_and_long(T):
+    """B * H = 2 (< one wave): the sequence split runs (except at T = 1, one chunk)."""
+    q, k, v, slope, h0 = make_inputs(1, T, 2, 128, 128, torch.bfloat16, state=True, slope_scale=0.01)
+    o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True)
+    ro, rh = chunked_ref(q, k, v, slope, 1.0, h0)
+    assert rel_err(o, ro) < 1e-2 and rel_err(hT, rh) < 1e-2
+    o2, _ = la.lightning_attn_func(q, k, v, None, 1.0, None)  # no decay, no state
+    ro2, _ = chunked_ref(q, k, v, None, 1.0, None)
+    assert rel_err(o2, ro2) < 1e-2
+
+
+def test_forward_million_tokens_slow_decay():
+    """T = 2^20, B = 1, lambda near 1 (slopes ~1e-5): the state sums ~10^5 tokens."""
+    T = 1 << 20
+    q, k, v, _, _ = make_inputs(1, T, 2, 64, 64, torch.bfloat16, decay=False)
+    slope = torch.tensor([1e-5, 1e-6], device=DEV)
+    o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, None, output_final_state=True)
+    ro, rh = chunked_ref(q, k, v, slope, 1.0, None, C=4096)
+    assert rel_err(o, ro) < 1e-2 and rel_err(hT, rh) < 1e-2
+
+
+def test_varlen():
+    lens = [0, 1, 63, 64, 65, 300, 1]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV, dtype=torch.int32)
+    T = int(cu[-1])
+    q, k, v, slope, h0 = make_inputs(1, T, 3, 64, 48, torch.bfloat16, state=True, N=len(lens))
+    o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True, cu_seqlens=cu)
+    ro, rh = lightning_attn_ref(q, k, v, slope, 1.0, h0, cu_seqlens=cu)
+    assert rel_err(o, ro) < 1e-2 and rel_err(hT, rh) < 1e-2
+    # the same with int64 offsets and a long packed batch (split path)
+    lens = [5000, 3, 9000]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV, dtype=torch.int64)
+    q, k, v, slope, h0 = make_inputs(1, int(cu[-1]), 2, 64, 64, torch.bfloat16, state=True, N=3)
+    o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True, cu_seqlens=cu)
+    for n in range(3):
+        a, b = int(cu[n]), int(cu[n + 1])
+        ro, rh = chunked_ref(q[:, a:b], k[:, a:b], v[:, a:b], slope, 1.0, h0[n:n + 1])
+        assert rel_err(o[:, a:b], ro) < 1e-2 and rel_err(hT[n:n + 1], rh) < 1e-2
+
+
+def test_bad_cu_seqlens_stay_in_bounds():
+    """Offsets outside [0, T] are clamped on the GPU: no fault, finite outputs."""
+    q, k, v, slope, _ = make_inputs(1, 100, 2, 64, 64, torch.bfloat16)
+    cu = torch.tensor([-50, 40, 10**6], device=DEV, dtype=torch.int32)
+    o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, None, output_final_state=True, cu_seqlens=cu)
+    torch.cuda.synchronize()
+    assert hT.shape == (2, 2, 64, 64) and torch.isfinite(hT).all()
+
+
+def test_negative_slope_gives_nan():
+    q, k, v, _, _ = make_inputs(1, 70, 2, 64, 64, torch.bfloat16)
+    slope = torch.tensor([-0.1, 0.1], device=DEV)
+    o, _ = la.lightning_attn_func(q, k, v, slope)
+    assert torch.isnan(o[:, :, 0]).all() and torch.isfinite(o[:, :, 1]).all()
+
+
+def test_float64_rejected():
+    q = torch.randn(1, 4, 1, 8, device=DEV, dtype=torch.float64)
+    with pytest.raises(ValueError, match="CPU only"):
+        la.lightning_attn_func(q, q, q)
+
+
+def test_cuda_matches_cpu_op():
+    q, k, v, slope, h0 = make_inputs(2, 300, 3, 64, 32, torch.float32, state=True)
+    o, hT = la.lightning_attn_func(q, k, v, slope, 0.5, h0, output_final_state=True)
+    oc, hc = la.lightning_attn_func(q.cpu(), k.cpu(), v.cpu(), slope.cpu(), 0.5, h0.cpu(), output_final_state=True)
+    assert rel_err(o.cpu(), oc) < 1e-2 and rel_err(hT.cpu(), hc) < 1e-2
+
+
+# ----------------------------------------------------------------------------- backward
+
+BWD_CASES = [(1, 64, 64), (65, 64, 64), (1000, 64, 128), (130, 100, 32), (129, 256, 128), (300, 128, 128)]
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("T,Dk,Dv", BWD_CASES, ids=lambda x: str(x))
+def test_backward(T, Dk, Dv, dtype):
+    for decay, state, head_first in [(True, True, False), (False, False, True)]:
+        q, k, v, slope, h0 = make_inputs(2, T, 3, Dk, Dv, dtype, decay, state, head_first)
+        leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+        h0l = h0.detach().requires_grad_() if state else None
+        do = torch.randn_like(v)
+        dh = torch.randn(2, 3, Dk, Dv, device=DEV)
+        o, hT = la.lightning_attn_func(*leaves, slope, 0.7, h0l, output_final_state=True, head_first=head_first)
+        grads = torch.autograd.grad((o * do).sum() + (hT * dh).sum(), leaves + ([h0l] if state else []))
+        rl = [x.detach().double().requires_grad_() for x in (q, k, v)]
+        rh0 = h0.detach().double().requires_grad_() if state else None
+        ro, rhT = lightning_attn_ref(*rl, slope, 0.7, rh0, head_first=head_first)
+        rgrads = torch.autograd.grad((ro * do.double()).sum() + (rhT * dh.double()).sum(), rl + ([rh0] if state else []))
+        for name, g, rg in zip(["dq", "dk", "dv", "dh0"], grads, rgrads):
+            assert g.dtype == (torch.float32 if name == "dh0" else dtype)
+            assert rel_err(g, rg) < TOL[dtype], (name, decay, state, head_first)
+
+
+def test_backward_varlen():
+    lens = [0, 70, 1, 300]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV, dtype=torch.int32)
+    q, k, v, slope, h0 = make_inputs(1, int(cu[-1]), 2, 64, 128, torch.bfloat16, state=True, N=len(lens))
+    leaves = [x.detach().requires_grad_() for x in (q, k, v, h0)]
+    do, dh = torch.randn_like(v), torch.randn_like(h0)
+    o, hT = la.lightning_attn_func(*leaves[:3], slope, 0.5, leaves[3], output_final_state=True, cu_seqlens=cu)
+    grads = torch.autograd.grad((o * do).sum() + (hT * dh).sum(), leaves)
+    rl = [x.detach().double().requires_grad_() for x in (q, k, v, h0)]
+    ro, rhT = lightning_attn_ref(*rl[:3], slope, 0.5, rl[3], cu_seqlens=cu)
+    rgrads = torch.autograd.grad((ro * do.double()).sum() + (rhT * dh.double()).sum(), rl)
+    for name, g, rg in zip(["dq", "dk", "dv", "dh0"], grads, rgrads):
+        assert rel_err(g, rg) < 1e-2, name
+
+
+@pytest.mark.parametrize("T", [5000])
+def test_backward_split(T):
+    """B * H = 2: the dq, dk, dv sweeps all take the sequence split."""
+    q, k, v, slope, h0 = make_inputs(1, T, 2, 64, 64, torch.bfloat16, state=True, slope_scale=0.02)
+    leaves = [x.detach().requires_grad_() for x in (q, k, v, h0)]
+    do, dh = torch.randn_like(v), torch.randn_like(h0)
+    o, hT = la.lightning_attn_func(leaves[0], leaves[1], leaves[2], slope, 1.0, leaves[3], output_final_state=True)
+    grads = torch.autograd.grad((o * do).sum() + (hT * dh).sum(), leaves)
+    rl = [x.detach().double().requires_grad_() for x in (q, k, v, h0)]
+    ro, rhT = chunked_ref(rl[0], rl[1], rl[2], slope, 1.0, rl[3])
+    rgrads = torch.autograd.grad((ro * do.double()).sum() + (rhT * dh.double()).sum(), rl)
+    for name, g, rg in zip(["dq", "dk", "dv", "dh0"], grads, rgrads):
+        assert rel_err(g, rg) < 1e-2, name
+
+
+# ----------------------------------------------------------------------------- decode
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("Dk,Dv", [(128, 128), (64, 100), (256, 64), (16, 3)])
+def test_decode(Dk, Dv, dtype):
+    B, H = 3, 4
+    q = torch.randn(B, H, Dk, device=DEV).to(dtype)
+    k = torch.randn(B, H, Dk, device=DEV).to(dtype)
+    v = torch.randn(B, H, Dv, device=DEV).to(dtype)
+    slope = torch.rand(H, device=DEV)
+    state = torch.randn(B, H, Dk, Dv, device=DEV)
+    lam = torch.exp(-slope.double()).view(1, H, 1, 1)
+    rs = lam * state.double() + k.double().unsqueeze(-1) * v.double().unsqueeze(-2)
+    ro = 0.5 * torch.einsum("bhk,bhkv->bhv", q.double(), rs)
+    o = la.lightning_attn_decode(q, k, v, state, slope, 0.5)
+    assert o.dtype == dtype and o.shape == (B, H, Dv)
+    assert rel_err(state, rs) < 1e-6
+    assert rel_err(o, ro) < {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype]
+
+
+def test_decode_continues_prefill():
+    q, k, v, slope, _ = make_inputs(2, 129, 4, 64, 64, torch.bfloat16)
+    o, _ = la.lightning_attn_func(q, k, v, slope)
+    _, state = la.lightning_attn_func(q[:, :128], k[:, :128], v[:, :128], slope, output_final_state=True)
+    o_last = la.lightning_attn_decode(q[:, 128], k[:, 128], v[:, 128], state, slope)
+    assert rel_err(o_last, o[:, 128]) < 1e-2
+
+
+# ----------------------------------------------------------------------------- srms norm
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("D", [1, 100, 2048])
+def test_srms_norm(D, dtype):
+    x = (torch.randn(3, 5, D, device=DEV) * 3).to(dtype).requires_grad_()
+    y = la.srms_norm(x, 1e-6)
+    dy = torch.randn_like(y)
+    (dx,) = torch.autograd.grad(y, x, dy)
+    xr = x.detach().double().requires_grad_()
+    yr = srms_norm_ref(xr, 1e-6)
+    (dxr,) = torch.autograd.grad(yr, xr, dy.double())
+    tol = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}[dtype]
+    assert y.dtype == dtype and rel_err(y, yr) < tol
+    if D > 1:  # at D = 1, y = sign(x) and dx is pure rounding noise around 0
+        assert rel_err(dx, dxr) < tol * 2
+    else:
+        assert dx.abs().max() < 1e-3
+
+
+# ----------------------------------------------------------------------------- graphs, compile
+
+
+def test_cuda_graph_capture_and_replay():
+    torch.utils.deterministic.fill_uninitialized_memory = False  # no fill kernels in the capture
+    q, k, v, slope, h0 = make_inputs(1, 3000, 2, 64, 64, torch.bfloat16, state=True)
+    qs, ks, vs = q.clone(), k.clone(), v.clone()
+    state = torch.randn(1, 2, 64, 64, device=DEV)
+    st = state.clone()
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # warm up (lazy init) outside the capture
+        la.lightning_attn_func(qs, ks, vs, slope, 1.0, h0, output_final_state=True)
+        la.lightning_attn_decode(qs[:, 0], ks[:, 0], vs[:, 0], st.clone(), slope)
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        o, hT = la.lightning_attn_func(qs, ks, vs, slope, 1.0, h0, output_final_state=True)
+        od = la.lightning_attn_decode(qs[:, 0], ks[:, 0], vs[:, 0], st, slope)
+    for _ in range(2):
+        q2, k2, v2 = (torch.randn_like(x) for x in (q, k, v))
+        qs.copy_(q2), ks.copy_(k2), vs.copy_(v2), st.copy_(state)
+        g.replay()
+        ro, rh = la.lightning_attn_func(q2, k2, v2, slope, 1.0, h0, output_final_state=True)
+        ref_state = state.clone()
+        rod = la.lightning_attn_decode(q2[:, 0], k2[:, 0], v2[:, 0], ref_state, slope)
+        assert torch.equal(o, ro) and torch.equal(hT, rh)
+        assert torch.equal(od, rod) and torch.equal(st, ref_state)
+
+
+def test_torch_compile_no_graph_break():
+    q, k, v, slope, h0 = make_inputs(2, 200, 2, 64, 64, torch.bfloat16, state=True)
+
+    def f(q, k, v, h0):
+        o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True)
+        return la.srms_norm(o.float()).sum() + hT.sum()
+
+    leaves = [x.detach().requires_grad_() for x in (q, k, v, h0)]
+    compiled = torch.compile(f, mode="max-autotune", fullgraph=True)
+    out = compiled(*leaves)
+    out.backward()
+    ref_leaves = [x.detach().requires_grad_() for x in (q, k, v, h0)]
+    ref = f(*ref_leaves)
+    ref.backward()
+    assert torch.allclose(out, ref, rtol=1e-3)
+    for a, b in zip(leaves, ref_leaves):
+        assert rel_err(a.grad, b.grad) < 1e-3
