@@ -195,11 +195,16 @@ def main():
     ap.add_argument("--out", default="benchmarks/results/h200")
     ap.add_argument("--max-tokens-sdpa", type=int, default=65536)
     ap.add_argument("--plot-only", action="store_true", help="replot kernels.json in --out")
+    ap.add_argument("--modes", nargs="+", default=["fwd", "fwd+bwd"], choices=["fwd", "fwd+bwd"])
+    ap.add_argument("--main-table-only", action="store_true",
+                    help="only the 65,536-token table at Dk = Dv = 128 (no B = 1 long rows, other head dims, decode)")
+    ap.add_argument("--Ts", type=int, nargs="+", help="sequence lengths of the 65,536-token table")
+    ap.add_argument("--name", default="kernels", help="output file stem (NAME.json, NAME.png)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.plot_only:
-        with open(os.path.join(args.out, "kernels.json")) as f:
-            plot(json.load(f)["chunked"], os.path.join(args.out, "kernels.png"))
+        with open(os.path.join(args.out, f"{args.name}.json")) as f:
+            plot(json.load(f)["chunked"], os.path.join(args.out, f"{args.name}.png"))
         return
     torch.manual_seed(0)
     peers = {} if args.quick else load_peers(args.peers)
@@ -211,17 +216,20 @@ def main():
     slope = (torch.rand(H, device="cuda") * 0.2 + 0.01)
     provs = ["ours"] + [p for p in ("fla_chunk", "official_loop") if p in peers] + ([] if args.quick else ["sdpa"])
     cases = []  # (mode, B, T, Dk, Dv, providers)
-    Ts = [1024, 4096, 16384, 65536] if args.quick else [1024, 2048, 4096, 8192, 16384, 32768, 65536]
-    for mode in ("fwd", "fwd+bwd"):
+    Ts = args.Ts or ([1024, 4096, 16384, 65536] if args.quick else [1024, 2048, 4096, 8192, 16384, 32768, 65536])
+    for mode in args.modes:
         for T in Ts:
             cases.append((mode, 65536 // T, T, 128, 128, provs))
+        if args.main_table_only:
+            continue
         for T in ([1 << 20] if args.quick else [1 << 17, 1 << 18, 1 << 20]):
             cases.append((mode, 1, T, 128, 128, [p for p in provs if p in ("ours", "fla_chunk")]))
         for Dk, Dv in ((64, 64), (256, 128)):
             for T in (4096, 65536):
                 cases.append((mode, 65536 // T, T, Dk, Dv, [p for p in provs if p in ("ours", "fla_chunk")]))
     decode = []
-    bench_decode(peers, [1, 8, 64, 256], bw, decode)  # first: quick, and kept if a long run is cut short
+    if not args.main_table_only:
+        bench_decode(peers, [1, 8, 64, 256], bw, decode)  # first: quick, and kept if a long run is cut short
     results = []
     for mode, B, T, Dk, Dv, ps in cases:
         row = {"mode": mode, "B": B, "T": T, "H": H, "Dk": Dk, "Dv": Dv,
@@ -239,11 +247,11 @@ def main():
             torch.cuda.empty_cache()
         results.append(row)
         print(json.dumps(row), flush=True)
-        with open(os.path.join(args.out, "kernels.json"), "w") as f:  # partial results survive a timeout
+        with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:  # partial results survive a timeout
             json.dump({"header": header, "chunked": results, "decode": decode}, f, indent=1)
-    with open(os.path.join(args.out, "kernels.json"), "w") as f:
+    with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
         json.dump({"header": header, "chunked": results, "decode": decode}, f, indent=1)
-    plot(results, os.path.join(args.out, "kernels.png"))
+    plot(results, os.path.join(args.out, f"{args.name}.png"))
 
     print("\nmode     B      T       Dk  Dv  roofline  " + "  ".join(f"{p:>13}" for p in provs) + "   ours/roof")
     for r in results:

@@ -39,32 +39,36 @@ def tiny_model(seed=0, **kw):
 # ----------------------------------------------------------------------------- recurrent == parallel
 
 
-def test_decode_one_by_one_matches_forward():
+# float32 on CUDA feeds bf16 products to the tensor cores (README: contract); the CPU is exact float32.
+DECODE_TOL = {"cpu": dict(atol=2e-5, rtol=1e-5), "cuda": dict(atol=2e-2, rtol=2e-2)}
+
+
+def test_decode_one_by_one_matches_forward(device):
     """Layer 0 (LRPE, Dk = 2D) and layer 1 (plain) both run through the decode op."""
-    model = tiny_model()
+    model = tiny_model().to(device)
     assert model.blocks[0].token_mixer.lrpe is not None and model.blocks[1].token_mixer.lrpe is None
-    ids = torch.randint(0, 101, (3, 40))
+    ids = torch.randint(0, 101, (3, 40), device=device)
     with torch.no_grad():
         full = model(ids).logits  # [3, 40, V]
         cache = model.new_cache()
         steps = [model(ids[:, t:t + 1], cache=cache).logits for t in range(ids.shape[1])]
-    torch.testing.assert_close(torch.cat(steps, 1), full, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(steps, 1), full, **DECODE_TOL[device])
     assert cache.states[0].shape == (3, 2, 32, 16)  # LRPE layer: Dk = 2 * head_dim
     assert cache.states[1].shape == (3, 2, 16, 16)
     assert cache.offset.tolist() == [40, 40, 40]
 
 
 @pytest.mark.parametrize("chunks", [(7, 9, 1, 1, 13), (1, 20), (39, 1)])
-def test_chunked_prefill_then_decode_matches_forward(chunks):
-    model = tiny_model(1)
-    ids = torch.randint(0, 101, (2, sum(chunks)))
+def test_chunked_prefill_then_decode_matches_forward(device, chunks):
+    model = tiny_model(1).to(device)
+    ids = torch.randint(0, 101, (2, sum(chunks)), device=device)
     with torch.no_grad():
         full = model(ids).logits
         cache, outs, t = model.new_cache(), [], 0
         for n in chunks:
             outs.append(model(ids[:, t:t + n], cache=cache).logits)
             t += n
-    torch.testing.assert_close(torch.cat(outs, 1), full, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(outs, 1), full, **DECODE_TOL[device])
 
 
 def test_position_offset_and_packed_documents():
