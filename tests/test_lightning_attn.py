@@ -151,8 +151,10 @@ def test_state_passing_split(device, split):
     o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True)
     o1, h1 = la.lightning_attn_func(q[:, :split], k[:, :split], v[:, :split], slope, 1.0, h0, True)
     o2, h2 = la.lightning_attn_func(q[:, split:], k[:, split:], v[:, split:], slope, 1.0, h1, True)
-    assert rel_err(torch.cat([o1, o2], 1), o) < 1e-5
-    assert rel_err(h2, hT) < 1e-5
+    # CPU: the same float32 sums in another order; CUDA: bf16 products are rounded differently
+    tol = 1e-5 if device == "cpu" else TOL[device, torch.float32]
+    assert rel_err(torch.cat([o1, o2], 1), o) < tol
+    assert rel_err(h2, hT) < tol
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
@@ -165,7 +167,7 @@ def test_decode_steps_equal_chunked(device, dtype):
                          for t in range(T)], dim=1)
     assert steps.dtype == dtype and steps.shape == o.shape
     assert rel_err(steps, o) < TOL[device, dtype]
-    assert rel_err(state, hT) < 1e-5 if dtype == torch.float32 else rel_err(state, hT) < TOL[device, dtype]
+    assert rel_err(state, hT) < (1e-5 if (device, dtype) == ("cpu", torch.float32) else TOL[device, dtype])
 
 
 def test_decode_no_decay_matches_reference(device):

@@ -21,10 +21,10 @@ fi
 
 if [ "${QUALITY:-1}" = 1 ]; then
   # Quality and tests share the GPU: neither is timed.
-  ( MINUTES=${QUALITY_MINUTES:-1.5} timeout ${QUALITY_TIMEOUT:-250} bash benchmarks/run_quality.sh "$R/quality" > "$R/quality.log" 2>&1
+  ( MINUTES=${QUALITY_MINUTES:-1.5} STEPS=${QUALITY_STEPS:-} EVAL_EVERY=${QUALITY_EVAL_EVERY:-100} timeout ${QUALITY_TIMEOUT:-250} bash benchmarks/run_quality.sh "$R/quality" > "$R/quality.log" 2>&1
     echo "quality rc=$?" >> "$R/quality.log"; rm -rf "$R"/quality/*/checkpoint* ) &
   QPID=$!
-  timeout ${TEST_TIMEOUT:-150} python3 -m pytest -q -rf tests/test_lightning_attn.py tests/test_lightning_attn_api.py \
+  [ "${TESTS:-1}" = 1 ] && timeout ${TEST_TIMEOUT:-150} python3 -m pytest -q -rf tests/test_lightning_attn.py tests/test_lightning_attn_api.py \
     tests/test_srms_norm.py tests/test_model.py -k cuda > "$R/tests_cuda.log" 2>&1
   stamp "tests rc=$? $(tail -1 "$R/tests_cuda.log")"
   wait $QPID
@@ -32,10 +32,11 @@ if [ "${QUALITY:-1}" = 1 ]; then
 fi
 if [ "${SPEED:-1}" = 1 ]; then
   timeout ${SPEED_TIMEOUT:-150} python3 benchmarks/bench_training_speed.py --preset 385M --tokens-per-step 65536 \
-    --max-seconds ${SPEED_SECONDS:-125} --out "$R" > "$R/training_speed.log" 2>&1
+    --max-seconds ${SPEED_SECONDS:-125} --out "$R${SPEED_SUBDIR:-}" ${SPEED_EXTRA:-} > "$R/training_speed${SPEED_SUBDIR:+_${SPEED_SUBDIR#/}}.log" 2>&1
   stamp "training speed rc=$?"
   timeout ${GEN_TIMEOUT:-60} python3 benchmarks/bench_generation.py --preset 385M --batch-sizes 1,16 --prompt-len 512 \
-    --new-tokens 1024 --mem-lengths 128,512 --max-seconds 45 --out "$R" > "$R/generation.log" 2>&1
+    --new-tokens 1024 --mem-lengths 128,512 --max-seconds ${GEN_SECONDS:-45} --out "$R${GEN_SUBDIR:-}" ${GEN_EXTRA:-} \
+    > "$R/generation${GEN_SUBDIR:+_${GEN_SUBDIR#/}}.log" 2>&1
   stamp "generation rc=$?"
 fi
 if [ "${KERNELS:-0}" = 1 ]; then
@@ -45,6 +46,6 @@ if [ "${KERNELS:-0}" = 1 ]; then
 fi
 tar czf "$OUT/results.tgz" -C "$R" .
 echo "==== summary"
-for f in tests_cuda.log quality.log training_speed.log generation.log kernels_fwdbwd.log; do
-  [ -f "$R/$f" ] && { echo "--- $f"; grep -vE "Warning|warn\(" "$R/$f" | tail -${TAIL:-14}; }
+for f in "$R"/tests_cuda.log "$R"/quality.log "$R"/training_speed*.log "$R"/generation*.log "$R"/kernels_fwdbwd.log; do
+  [ -f "$f" ] && { echo "--- $(basename "$f")"; grep -vE "Warning|warn\(" "$f" | tail -${TAIL:-14}; }
 done
