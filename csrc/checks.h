@@ -5,6 +5,7 @@
 
 #include <ATen/ATen.h>
 #include <optional>
+#include <vector>
 
 namespace lightning_attn {
 
@@ -21,6 +22,17 @@ struct AttnDims {
 // [B, H, T, D] -> [B, T, H, D] view when head_first; never copies.
 inline at::Tensor canonical(const at::Tensor& x, bool head_first) {
   return head_first ? x.transpose(1, 2) : x;
+}
+
+// Shape of an output in the caller's layout: [B, T, H, D], or [B, H, T, D] with head_first.
+inline std::vector<int64_t> user_shape(const AttnDims& d, int64_t D, bool head_first) {
+  return head_first ? std::vector<int64_t>{d.B, d.H, d.T, D} : std::vector<int64_t>{d.B, d.T, d.H, D};
+}
+
+// A state output [N, H, Dk, Dv] in the state dtype, or an empty [0] tensor when not asked for.
+inline at::Tensor empty_state(const AttnDims& d, bool wanted, const at::TensorOptions& opts) {
+  const auto o = opts.dtype(d.state_dtype);
+  return wanted ? at::empty({d.N, d.H, d.Dk, d.Dv}, o) : at::empty({0}, o);
 }
 
 AttnDims check_fwd_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -155,10 +155,6 @@ Tensor seq_view(const Tensor& x, const SeqRange& r, int64_t h) {
   return x.select(0, r.b).narrow(0, r.t0, r.len).select(1, h);
 }
 
-std::vector<int64_t> user_shape(const AttnDims& d, int64_t D, bool head_first) {
-  return head_first ? std::vector<int64_t>{d.B, d.H, d.T, D} : std::vector<int64_t>{d.B, d.T, d.H, D};
-}
-
 std::tuple<Tensor, Tensor> fwd_cpu(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                    const std::optional<Tensor>& slope, double scale,
                                    const std::optional<Tensor>& initial_state,
@@ -171,9 +167,7 @@ std::tuple<Tensor, Tensor> fwd_cpu(const Tensor& q_in, const Tensor& k_in, const
   const Tensor o_user = at::empty(user_shape(d, d.Dv, head_first), q.options());
   const Tensor o = canonical(o_user, head_first);
   const auto state_opts = q.options().dtype(d.state_dtype);
-  const Tensor final_state = at::empty(output_final_state ? std::vector<int64_t>{d.N, d.H, d.Dk, d.Dv}
-                                                          : std::vector<int64_t>{0},
-                                       state_opts);
+  const Tensor final_state = empty_state(d, output_final_state, q.options());
   for_each_sequence_head(d, slope, cu_seqlens, [&](int64_t n, int64_t h, const SeqRange& r,
                                                    const DecayTables& dt) {
     Tensor S = initial_state.has_value() ? (*initial_state)[n][h].clone()
@@ -203,9 +197,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
   const Tensor dq = canonical(dq_user, head_first), dk = canonical(dk_user, head_first),
                dv = canonical(dv_user, head_first);
   const auto state_opts = q.options().dtype(d.state_dtype);
-  const Tensor d_initial = at::empty(initial_state.has_value() ? std::vector<int64_t>{d.N, d.H, d.Dk, d.Dv}
-                                                               : std::vector<int64_t>{0},
-                                     state_opts);
+  const Tensor d_initial = empty_state(d, initial_state.has_value(), q.options());
   for_each_sequence_head(d, slope, cu_seqlens, [&](int64_t n, int64_t h, const SeqRange& r,
                                                    const DecayTables& dt) {
     Tensor S = initial_state.has_value() ? (*initial_state)[n][h].clone()

@@ -305,10 +305,6 @@ Common make_common(const AttnDims& d, const std::optional<Tensor>& slope,
   return c;
 }
 
-std::vector<int64_t> user_shape(const AttnDims& d, int64_t D, bool head_first) {
-  return head_first ? std::vector<int64_t>{d.B, d.H, d.T, D} : std::vector<int64_t>{d.B, d.T, d.H, D};
-}
-
 std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                     const std::optional<Tensor>& slope, double scale,
                                     const std::optional<Tensor>& initial_state,
@@ -322,9 +318,7 @@ std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, cons
   const Common c = make_common(d, slope, cu_seqlens, slope_f, cu);
 
   const Tensor o_user = at::empty(user_shape(d, d.Dv, head_first), q_in.options());
-  const Tensor final_state = at::empty(
-      output_final_state ? std::vector<int64_t>{d.N, d.H, d.Dk, d.Dv} : std::vector<int64_t>{0},
-      q_in.options().dtype(at::kFloat));
+  const Tensor final_state = empty_state(d, output_final_state, q_in.options());
   Problem pb;
   pb.q = canonical(q_in, head_first);
   pb.k = canonical(k_in, head_first);
@@ -362,9 +356,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cuda(
   const Tensor dq_user = at::empty(user_shape(d, d.Dk, head_first), q_in.options()),
                dk_user = at::empty(user_shape(d, d.Dk, head_first), q_in.options()),
                dv_user = at::empty(user_shape(d, d.Dv, head_first), q_in.options());
-  const Tensor d_initial = at::empty(initial_state.has_value() ? std::vector<int64_t>{d.N, d.H, d.Dk, d.Dv}
-                                                               : std::vector<int64_t>{0},
-                                     q_in.options().dtype(at::kFloat));
+  const Tensor d_initial = empty_state(d, initial_state.has_value(), q_in.options());
   const float s = float(scale);
   {
     Problem pb;
