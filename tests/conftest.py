@@ -20,6 +20,15 @@ def _poison_uninitialized_memory():
     torch.use_deterministic_algorithms(prev)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is several times faster than two fighting over a busy CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param

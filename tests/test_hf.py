@@ -16,12 +16,7 @@ PROMPTS = [[5, 17, 3, 99, 42, 8, 1], [7], [64, 2, 2, 30]]
 PAD = 100
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest
 
 
 def hf_model(tied=False):
