@@ -68,7 +68,7 @@ AttnDims check_fwd_inputs(const at::Tensor& q_in, const at::Tensor& k_in, const 
   check_last_dim_contiguous(q, "q");
   check_last_dim_contiguous(k, "k");
   check_last_dim_contiguous(v, "v");
-  d.state_dtype = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  d.state_dtype = acc_dtype(q);
 
   if (slope.has_value()) {
     const at::Tensor& s = *slope;
@@ -132,7 +132,7 @@ void check_decode_inputs(const at::Tensor& q, const at::Tensor& k, const at::Ten
   TORCH_CHECK_VALUE(Dk <= kMaxHeadDim && Dv <= kMaxHeadDim,
                     "lightning_attn.decode: head dims must be <= ", kMaxHeadDim, ", got Dk = ", Dk,
                     ", Dv = ", Dv);
-  const auto state_dtype = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const auto state_dtype = acc_dtype(q);
   check_same_device(state, "state", q);
   TORCH_CHECK_VALUE(state.dim() == 4 && state.size(0) == B && state.size(1) == H &&
                         state.size(2) == Dk && state.size(3) == Dv,

@@ -19,6 +19,11 @@ struct AttnDims {
   at::ScalarType state_dtype;  // float32 (float64 when the inputs are float64)
 };
 
+// Accumulation and state dtype for inputs of x's dtype: float32, float64 for float64 inputs.
+inline at::ScalarType acc_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 // [B, H, T, D] -> [B, T, H, D] view when head_first; never copies.
 inline at::Tensor canonical(const at::Tensor& x, bool head_first) {
   return head_first ? x.transpose(1, 2) : x;

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .generation import sample_logits
-from .model import CausalLMOutput, TNLConfig
+from .model import CausalLMOutput, TNLConfig, lm_output
 
 __all__ = ["TransformerConfig", "Transformer", "KVCache"]
 
@@ -171,15 +171,7 @@ class Transformer(nn.Module):
                 x = block(x, positions, cache)
         if cache is not None:
             cache.length += T
-        h = self.norm(x)
-        if num_logits_to_keep:
-            h = h[:, -num_logits_to_keep:]
-        logits = self.lm_head(h)  # [B, T, V]
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), labels.reshape(-1),
-                                   ignore_index=ignore_index)
-        return CausalLMOutput(loss, logits)
+        return lm_output(self.lm_head, self.norm(x), labels, ignore_index, num_logits_to_keep)
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -97,6 +97,20 @@ class CausalLMOutput(NamedTuple):
     logits: Tensor
 
 
+def lm_output(lm_head: nn.Module, h: Tensor, labels: Optional[Tensor], ignore_index: int = -100,
+              num_logits_to_keep: int = 0) -> CausalLMOutput:
+    """Logits of the final hidden states ``h [B, T, C]`` (the last n positions when
+    num_logits_to_keep = n > 0) and, with labels (already-shifted targets), the float32 loss."""
+    if num_logits_to_keep:
+        h = h[:, -num_logits_to_keep:]
+    logits = lm_head(h)  # [B, T, V]
+    loss = None
+    if labels is not None:
+        loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                               ignore_index=ignore_index)
+    return CausalLMOutput(loss, logits)
+
+
 class TransNormerLLM(nn.Module):
     """The TNL causal language model.
 
@@ -173,14 +187,7 @@ class TransNormerLLM(nn.Module):
             ``CausalLMOutput(loss, logits)``; logits ``[B, T, V]`` (float32 loss).
         """
         h = self.forward_features(input_ids, cache, position_offset, cu_seqlens)  # [B, T, C]
-        if num_logits_to_keep:
-            h = h[:, -num_logits_to_keep:]
-        logits = self.lm_head(h)  # [B, T, V]
-        loss = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                                   ignore_index=ignore_index)
-        return CausalLMOutput(loss, logits)
+        return lm_output(self.lm_head, h, labels, ignore_index, num_logits_to_keep)
 
     # ------------------------------------------------------------------------- utilities
 

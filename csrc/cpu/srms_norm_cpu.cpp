@@ -12,10 +12,6 @@ namespace {
 
 using at::Tensor;
 
-at::ScalarType acc_dtype(const Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
-
 std::tuple<Tensor, Tensor> srms_norm_fwd_cpu(const Tensor& x, double eps) {
   const CpuKernelGuard guard;
   check_srms_norm_input(x, eps);
