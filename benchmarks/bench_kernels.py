@@ -240,8 +240,10 @@ def main():
             if p == "official_loop" and (T > 65536 or Dk != Dv):
                 continue
             try:
+                t_case = time.perf_counter()
                 ms, mb = bench_case(p, peers, mode, B, T, Dk, Dv, slope)
                 row["ms"][p], row["extra_MB"][p] = ms, mb
+                row.setdefault("bench_wall_s", {})[p] = round(time.perf_counter() - t_case, 1)  # autotune shows here
             except Exception as e:  # noqa: BLE001
                 print(f"{p} failed at {mode} B{B} T{T} Dk{Dk} Dv{Dv}: {repr(e)[:300]}", flush=True)
             torch.cuda.empty_cache()

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool), from the repository root:
-#   bash benchmarks/gpu/run_kernels.sh [quick|full]
+#   bash benchmarks/gpu/run_kernels.sh [quick|full|peers]
 # builds the extension, runs the CUDA tests, compute-sanitizer on small calls, and the
 # kernel benchmark; logs and results go to $OUT (or /tmp/out).
 set -uo pipefail
@@ -14,7 +14,7 @@ t0=$(date +%s)
 MAX_JOBS=16 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 grep -E "spill|registers" "$OUT/build.log" | sort | uniq -c | head -20
-if [ -d .peers ] && [ "$MODE" = full ]; then
+if [ -d .peers ] && [ "$MODE" != quick ]; then
   python3 -m pip install -q --no-deps --no-index --target /tmp/peers .peers/*.whl > "$OUT/peers.log" 2>&1
   mv /tmp/peers/lightning_attn /tmp/peers/official_lightning_attn 2>/dev/null
   ls /tmp/peers
@@ -35,7 +35,12 @@ if [ "${SANITIZE:-1}" = 1 ]; then
   echo "sanitizer: $(( $(date +%s) - t0 )) s"
 fi
 t0=$(date +%s)
-if [ "$MODE" = full ]; then
+if [ "$MODE" = peers ]; then
+  # the fwd+bwd table beside the peers (fla chunk_simple_gla, official lightning_attn2)
+  timeout ${PEER_TIMEOUT:-200} python3 benchmarks/bench_kernels.py --modes fwd+bwd --main-table-only \
+    --Ts ${PEER_TS:-1024 4096 16384 65536} --name kernels_fwdbwd --peers /tmp/peers --out "$OUT" > "$OUT/kernels_fwdbwd.log" 2>&1
+  echo "fwd+bwd with peers rc=$?"; grep -A12 "^mode" "$OUT/kernels_fwdbwd.log"
+elif [ "$MODE" = full ]; then
   timeout ${BENCH_TIMEOUT:-400} python3 benchmarks/bench_kernels.py --peers /tmp/peers --out "$OUT" 2>&1 | tee "$OUT/bench.log" | tail -60
   [ -f "$OUT/kernels.png" ] || python3 benchmarks/bench_kernels.py --plot-only --out "$OUT"
 else

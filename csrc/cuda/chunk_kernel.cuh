@@ -17,6 +17,7 @@
 
 #include "chunk_params.h"
 #include "mma_utils.cuh"
+#include "warp_tiles.cuh"
 
 namespace lightning_attn {
 namespace cuda {
@@ -34,50 +35,6 @@ struct ChunkSmem {
   }
 };
 
-// Copies rows [t0, t0 + clen) (logical time) of one operand into a [kChunk, P] shared
-// tile, columns [0, W) of which the first `valid` exist; everything else is zero.
-template <int W, int P, typename TIn, typename TC>
-__device__ __forceinline__ void load_tile(TC* __restrict__ s, const TIn* __restrict__ base,
-                                          int64_t st, int valid, bool vec, int64_t t0, int clen,
-                                          int64_t start, int64_t len, bool reverse) {
-  constexpr int G = W / 8;  // 8-element (16 bytes of TC) groups per row
-  for (int idx = threadIdx.x; idx < kChunk * G; idx += kWarps * 32) {
-    const int r = idx / G, col = (idx % G) * 8;
-    TC* dst = s + r * P + col;
-    if (r < clen && col < valid) {
-      const int64_t t = t0 + r;
-      const int64_t row = reverse ? start + len - 1 - t : start + t;
-      const TIn* src = base + row * st + col;
-      if (vec && col + 8 <= valid) {
-        if constexpr (sizeof(TIn) == 2) {
-          cp_async16(dst, src);
-        } else {
-          const float4 a = reinterpret_cast<const float4*>(src)[0];
-          const float4 b = reinterpret_cast<const float4*>(src)[1];
-          uint4 u;
-          u.x = pack2<TC>(a.x, a.y);
-          u.y = pack2<TC>(a.z, a.w);
-          u.z = pack2<TC>(b.x, b.y);
-          u.w = pack2<TC>(b.z, b.w);
-          *reinterpret_cast<uint4*>(dst) = u;
-        }
-      } else {
-        float f[8];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) f[e] = col + e < valid ? to_float(src[e]) : 0.f;
-        uint4 u;
-        u.x = pack2<TC>(f[0], f[1]);
-        u.y = pack2<TC>(f[2], f[3]);
-        u.z = pack2<TC>(f[4], f[5]);
-        u.w = pack2<TC>(f[6], f[7]);
-        *reinterpret_cast<uint4*>(dst) = u;
-      }
-    } else {
-      *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
-    }
-  }
-}
-
 template <int DK, int VT, typename TIn, bool STATE_ONLY>
 __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p) {
   using TC = typename ComputeType<TIn>::type;
@@ -88,7 +45,7 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
   constexpr int CH = kWarps / MT;                   // warps per row tile (column halves)
   constexpr int OW = VT / CH;                       // output columns per warp
   constexpr int NT = OW / 8;                        // output n-tiles per warp
-  constexpr int SWM = kWarps < DK / 16 ? kWarps : DK / 16;  // warps along the state rows
+  constexpr int SWM = state_row_warps<DK>();  // warps along the state rows
   constexpr int SWN = kWarps / SWM;                 // warps along the state columns
   constexpr int RROWS = DK / SWM;                   // state rows per warp
   constexpr int RM = RROWS / 16;                    // state m-tiles per warp
@@ -110,7 +67,7 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
   TC* sR = smem + 2 * kStageElems;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int g = lane / 4, cq = lane % 4;
+  const int g = lane / 4;
   const int mt = warp % MT, ch = warp / MT;
   const int srow0 = (warp % SWM) * RROWS, scol0 = (warp / SWM) * SCOLS;  // this warp's state block
 
@@ -150,29 +107,9 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
 
   // ---- state R (fp32, registers) from the incoming state
   float racc[RM][NS][4];
-  {
-    const float* ib = p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr;
-#pragma unroll
-    for (int mi = 0; mi < RM; ++mi)
-#pragma unroll
-      for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = srow0 + mi * 16 + g + (e / 2) * 8;
-          const int j = col0 + scol0 + nt * 8 + 2 * cq + (e % 2);
-          racc[mi][nt][e] = (ib && i < p.Dk && j < p.Dv) ? ib[i * p.init_sk + j * p.init_sv] : 0.f;
-        }
-  }
-  auto store_state_copy = [&]() {
-#pragma unroll
-    for (int mi = 0; mi < RM; ++mi)
-#pragma unroll
-      for (int nt = 0; nt < NS; ++nt) {
-        const int i = srow0 + mi * 16 + g, j = scol0 + nt * 8 + 2 * cq;
-        *reinterpret_cast<uint32_t*>(sR + i * VP + j) = pack2<TC>(racc[mi][nt][0], racc[mi][nt][1]);
-        *reinterpret_cast<uint32_t*>(sR + (i + 8) * VP + j) = pack2<TC>(racc[mi][nt][2], racc[mi][nt][3]);
-      }
-  };
+  load_state(racc, p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr,
+             p.init_sk, p.init_sv, srow0, col0 + scol0, p.Dk, p.Dv, lane);
+  auto store_state_copy = [&]() { cuda::store_state_copy<RM, NS, VP>(racc, sR, srow0, scol0, lane); };
   if constexpr (!STATE_ONLY) store_state_copy();
 
   if (nchunks > 0) load_chunk(0, 0);
@@ -209,155 +146,21 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
           ldsm_x4(qf[kk], q_s + (m0 + (lane % 16)) * QP + kk * 16 + (lane / 16) * 8);
       }
 
-      // -- A = Q K^T on the causal part: token pairs-of-8 p <= warp
-      float sc[4][2][4];
-#pragma unroll
-      for (int pp = 0; pp < 4; ++pp)
-#pragma unroll
-        for (int hn = 0; hn < 2; ++hn)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) sc[pp][hn][e] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < KS; ++kk) {
-        const uint32_t(&a)[4] = q_frag(kk);
-#pragma unroll
-        for (int pp = 0; pp < 4; ++pp) {
-          if (pp <= mt) {
-            uint32_t bk[4];
-            ldsm_x4(bk, k_s + (pp * 16 + (lane / 16) * 8 + lane % 8) * QP + kk * 16 + ((lane / 8) % 2) * 8);
-            mma16816<TC>(sc[pp][0], a, bk[0], bk[1]);
-            mma16816<TC>(sc[pp][1], a, bk[2], bk[3]);
-          }
-        }
-      }
-      // -- decay mask lambda^(r-s) (r >= s), times scale_intra, into A fragments
+      // -- A = mask(Q K^T) on the causal part, times scale_intra, as A fragments
       uint32_t af[4][4];
-#pragma unroll
-      for (int pp = 0; pp < 4; ++pp) {
-        if (pp <= mt) {
-          float m[2][4];
-#pragma unroll
-          for (int hn = 0; hn < 2; ++hn)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const int r = m0 + g + (e / 2) * 8;
-              const int s = pp * 16 + hn * 8 + 2 * cq + (e % 2);
-              m[hn][e] = s <= r ? sc[pp][hn][e] * p.scale_intra * exp2f(float(r - s) * l2) : 0.f;
-            }
-          af[pp][0] = pack2<TC>(m[0][0], m[0][1]);
-          af[pp][1] = pack2<TC>(m[0][2], m[0][3]);
-          af[pp][2] = pack2<TC>(m[1][0], m[1][1]);
-          af[pp][3] = pack2<TC>(m[1][2], m[1][3]);
-        }
-      }
-      // -- O = Q R (R: state entering the chunk)
+      masked_scores<KS, QP, TC>(af, q_frag, k_s, mt, lane, p.scale_intra, l2);
+      // -- O = lambda^(r+qoff) scale_state Q R (R: state entering the chunk) + A V
       float oacc[NT][4];
-#pragma unroll
-      for (int nt = 0; nt < NT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) oacc[nt][e] = 0.f;
-#pragma unroll
-      for (int kk = 0; kk < KS; ++kk) {
-        const uint32_t(&a)[4] = q_frag(kk);
-#pragma unroll
-        for (int np = 0; np < NT / 2; ++np) {
-          uint32_t br[4];
-          ldsm_x4_trans(br, sR + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * VP + ch * OW + np * 16 + (lane / 16) * 8);
-          mma16816<TC>(oacc[2 * np], a, br[0], br[1]);
-          mma16816<TC>(oacc[2 * np + 1], a, br[2], br[3]);
-        }
-      }
-      {
-        const int r0 = m0 + g;
-        const float f0 = p.scale_state * exp2f(float(r0 + p.qoff) * l2);
-        const float f1 = p.scale_state * exp2f(float(r0 + 8 + p.qoff) * l2);
-#pragma unroll
-        for (int nt = 0; nt < NT; ++nt) {
-          oacc[nt][0] *= f0;
-          oacc[nt][1] *= f0;
-          oacc[nt][2] *= f1;
-          oacc[nt][3] *= f1;
-        }
-      }
-      // -- O += A V
-#pragma unroll
-      for (int pp = 0; pp < 4; ++pp) {
-        if (pp <= mt) {
-#pragma unroll
-          for (int np = 0; np < NT / 2; ++np) {
-            uint32_t bv[4];
-            ldsm_x4_trans(bv, v_s + (pp * 16 + ((lane / 8) % 2) * 8 + lane % 8) * VP + ch * OW + np * 16 + (lane / 16) * 8);
-            mma16816<TC>(oacc[2 * np], af[pp], bv[0], bv[1]);
-            mma16816<TC>(oacc[2 * np + 1], af[pp], bv[2], bv[3]);
-          }
-        }
-      }
-      // -- store O rows straight from the accumulators
-      TIn* ob = static_cast<TIn*>(p.o) + b * p.o_sb + h * p.o_sh;
-#pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int r = m0 + g + half * 8;
-        if (r < clen) {
-          const int64_t t = seg_start + ci * kChunk + r;
-          const int64_t row = p.reverse ? start + len - 1 - t : start + t;
-          TIn* orow = ob + row * p.o_st;
-#pragma unroll
-          for (int nt = 0; nt < NT; ++nt) {
-            const int j = col0 + ch * OW + nt * 8 + 2 * cq;
-            const float x0 = oacc[nt][2 * half], x1 = oacc[nt][2 * half + 1];
-            if (p.o_vec2 && j + 1 < p.Dv) {
-              if constexpr (sizeof(TIn) == 2) {
-                *reinterpret_cast<uint32_t*>(orow + j) = pack2<TIn>(x0, x1);
-              } else {
-                *reinterpret_cast<float2*>(orow + j) = make_float2(x0, x1);
-              }
-            } else {
-              if (j < p.Dv) orow[j] = from_float<TIn>(x0);
-              if (j + 1 < p.Dv) orow[j + 1] = from_float<TIn>(x1);
-            }
-          }
-        }
-      }
+      times_state<KS, NT, VP, false, TC>(oacc, q_frag, sR, ch * OW, lane);
+      scale_rows(oacc, p.scale_state * exp2f(float(m0 + g + p.qoff) * l2),
+                 p.scale_state * exp2f(float(m0 + g + 8 + p.qoff) * l2));
+      scores_times<NT, VP, TC>(oacc, af, v_s, ch * OW, mt, lane);
+      store_rows<NT, TIn>(oacc, static_cast<TIn*>(p.o) + b * p.o_sb + h * p.o_sh, p.o_st, col0 + ch * OW, p.Dv,
+                          p.o_vec2, m0, lane, clen, seg_start + ci * kChunk, start, len, p.reverse);
     }
 
     // -- R = lambda^c R + sum_j w_j k_j v_j^T
-    {
-      const float cdecay = exp2f(float(clen) * l2);
-#pragma unroll
-      for (int mi = 0; mi < RM; ++mi)
-#pragma unroll
-        for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) racc[mi][nt][e] *= cdecay;
-#pragma unroll
-      for (int kk = 0; kk < kChunk / 16; ++kk) {
-        auto wt = [&](int j) {
-          return j < clen ? p.scale_upd * exp2f(float(clen - 1 - j + p.koff) * l2) : 0.f;
-        };
-        const int j0 = kk * 16 + 2 * cq;
-        const uint32_t wlo = pack2<TC>(wt(j0), wt(j0 + 1));
-        const uint32_t whi = pack2<TC>(wt(j0 + 8), wt(j0 + 9));
-        uint32_t bv[NS / 2][4];
-#pragma unroll
-        for (int np = 0; np < NS / 2; ++np)
-          ldsm_x4_trans(bv[np], v_s + (kk * 16 + ((lane / 8) % 2) * 8 + lane % 8) * VP + scol0 + np * 16 + (lane / 16) * 8);
-#pragma unroll
-        for (int mi = 0; mi < RM; ++mi) {
-          uint32_t a[4];
-          ldsm_x4_trans(a, k_s + (kk * 16 + (lane / 16) * 8 + lane % 8) * QP + srow0 + mi * 16 +
-                               ((lane / 8) % 2) * 8);
-          a[0] = mul2<TC>(a[0], wlo);
-          a[1] = mul2<TC>(a[1], wlo);
-          a[2] = mul2<TC>(a[2], whi);
-          a[3] = mul2<TC>(a[3], whi);
-#pragma unroll
-          for (int np = 0; np < NS / 2; ++np) {
-            mma16816<TC>(racc[mi][2 * np], a, bv[np][0], bv[np][1]);
-            mma16816<TC>(racc[mi][2 * np + 1], a, bv[np][2], bv[np][3]);
-          }
-        }
-      }
-    }
+    update_state<RM, NS, QP, VP, TC>(racc, k_s, v_s, srow0, scol0, clen, p.scale_upd, p.koff, l2, lane);
     if constexpr (!STATE_ONLY) {
       __syncthreads();  // every warp has read the old state copy
       store_state_copy();
@@ -366,19 +169,9 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
   cp_async_wait_all();
 
   // ---- outgoing state
-  if (p.out_state != nullptr) {
-    float* ob = p.out_state + seg * p.out_sseg + n * p.out_sn + h * p.out_sh;
-#pragma unroll
-    for (int mi = 0; mi < RM; ++mi)
-#pragma unroll
-      for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int i = srow0 + mi * 16 + g + (e / 2) * 8;
-          const int j = col0 + scol0 + nt * 8 + 2 * cq + (e % 2);
-          if (i < p.Dk && j < p.Dv) ob[i * p.out_sk + j * p.out_sv] = racc[mi][nt][e];
-        }
-  }
+  if (p.out_state != nullptr)
+    save_state(racc, p.out_state + seg * p.out_sseg + n * p.out_sn + h * p.out_sh, p.out_sk, p.out_sv,
+               srow0, col0 + scol0, p.Dk, p.Dv, lane);
 }
 
 template <int DK, int VT, typename TIn, bool STATE_ONLY>

@@ -186,14 +186,12 @@ void run_problem_typed(const Problem& pb, const Common& c, cudaStream_t stream) 
 
 template <typename TIn>
 void run_problem_dk(const Problem& pb, const Common& c, cudaStream_t stream) {
-  const int64_t Dv = pb.v.size(3);
+  const bool v64 = pb.v.size(3) <= 64;
   switch (cuda::padded_dk(pb.q.size(3))) {
     case 64:
-      return Dv <= 64 ? run_problem_typed<64, 64, TIn>(pb, c, stream)
-                      : run_problem_typed<64, 128, TIn>(pb, c, stream);
+      return v64 ? run_problem_typed<64, 64, TIn>(pb, c, stream) : run_problem_typed<64, 128, TIn>(pb, c, stream);
     case 128:
-      return Dv <= 64 ? run_problem_typed<128, 64, TIn>(pb, c, stream)
-                      : run_problem_typed<128, 128, TIn>(pb, c, stream);
+      return v64 ? run_problem_typed<128, 64, TIn>(pb, c, stream) : run_problem_typed<128, 128, TIn>(pb, c, stream);
     default: return run_problem_typed<256, 64, TIn>(pb, c, stream);
   }
 }
