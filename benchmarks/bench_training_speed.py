@@ -12,11 +12,14 @@ B = tokens_per_step // T sequences per step (B >= 1), plus the peak memory of ea
 Both models: fp32 master weights, bf16 autocast, fused AdamW (on CUDA), random token ids (the
 speed does not depend on the data). torch.compile is on by default, per block ("regional"
 compilation: one compiled block serves every layer of the model, so a sweep pays a few compiles,
-not one per layer; compiled with dynamic shapes, so one compile serves every T, plus one for B == 1). The loss is one compiled
-cross-entropy over the model's bf16 logits (the same for both models; it keeps the float32
-copy of the [B*T, V] logits out of memory). Timing: CUDA events around each timed step after
+not one per layer; compiled with dynamic shapes, so one compile serves every T, plus one for B == 1).
+The loss (--loss fused, default; the same for both models) is lightning_attn.loss.linear_cross_entropy:
+chunks of tokens, so the [B*T, V] logits and their gradient (13 GB each in bf16 at 128K tokens)
+never exist; --loss logits is the previous way (bf16 logits + one compiled cross-entropy).
+A point that runs out of memory is retried with selective activation checkpointing: the first
+eighth, quarter, half, then all of the blocks (the point records how many). Timing: CUDA events around each timed step after
 the warm-up steps (the first warm-up step pays the compile); tokens/s = tokens per step / median
-step time. A point that runs out of memory is recorded as OOM and the sweep goes on.
+step time. A point still out of memory is recorded as OOM and the sweep goes on.
 
 Time budget (--max-seconds): the models run one after the other (the first gets
 --budget-split of the budget, the rest carries over); a point starts only when time is left,
@@ -75,6 +78,8 @@ def get_args(argv=None):
     p.add_argument("--grad-ckpt", action="store_true", help="activation checkpointing per block at every point (both models)")
     p.add_argument("--no-ckpt-on-oom", dest="ckpt_on_oom", action="store_false",
                    help="do not retry a point that runs out of memory with activation checkpointing")
+    p.add_argument("--loss", choices=["fused", "logits"], default="fused",
+                   help="fused: the models' linear_cross_entropy (no [B, T, V] logits); logits: logits + compiled CE")
     p.add_argument("--dtype", choices=["auto", "bf16", "fp32"], default="auto",
                    help="autocast dtype (fp32: none; auto: bf16 on CUDA, fp32 on the CPU)")
     p.add_argument("--lr", type=float, default=1e-4)
@@ -188,9 +193,13 @@ def _cross_entropy(logits, targets):
 
 def train_step(runner, model, opt, loss_fn, x, y, autocast):
     with autocast():
-        logits = runner(x).logits  # [B, T, V] in the autocast dtype
-    loss = loss_fn(logits, y)
-    del logits
+        if loss_fn is None:  # --loss fused: the model's linear_cross_entropy, no [B, T, V] logits
+            loss = runner(x, labels=y, return_logits=False).loss
+        else:
+            logits = runner(x).logits  # [B, T, V] in the autocast dtype
+    if loss_fn is not None:
+        loss = loss_fn(logits, y)
+        del logits
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
@@ -259,6 +268,8 @@ def attempt(kind, T, args, model, runner, opt, loss_fn, deadline, device, expect
     try:
         rec = run_point(kind, T, args, model, runner, opt, loss_fn, deadline, device, expect=expect)
         rec["grad_ckpt"] = bool(model.config.gradient_checkpointing)
+        if rec["grad_ckpt"]:
+            rec["checkpoint_layers"] = model.config.checkpoint_layers or model.config.n_layers
         return rec, None
     except Exception as e:  # noqa: BLE001  (one failed point must not lose the sweep)
         text = str(e).strip().split("\n")
@@ -293,7 +304,8 @@ def sweep(args, on_update=lambda results, model_info: None):
     seq_lens = [int(s) for s in args.seq_lens.split(",")]
     t_start = time.perf_counter()
     hard_deadline = t_start + args.max_seconds
-    loss_fn = torch.compile(_cross_entropy, dynamic=DYNAMIC[args.dynamic]) if args.compile else _cross_entropy
+    loss_fn = None if args.loss == "fused" else (
+        torch.compile(_cross_entropy, dynamic=DYNAMIC[args.dynamic]) if args.compile else _cross_entropy)
     results, model_info = [], {}
     for mi, kind in enumerate(models):
         if mi == 0 and len(models) > 1:
@@ -321,15 +333,24 @@ def sweep(args, on_update=lambda results, model_info: None):
             t0 = time.perf_counter()
             expect = pred / (max(1, args.warmup_steps) + 1) if last else None
             rec, err = attempt(kind, T, args, model, runner, opt, loss_fn, deadline, device, expect)
-            if (err is not None and err.startswith("OOM") and args.ckpt_on_oom and not args.grad_ckpt
-                    and time.perf_counter() < deadline):
-                print(f"  {kind} T={T}: {err[:80]}; retrying with activation checkpointing", flush=True)
-                model.config.gradient_checkpointing = True
-                rec, err2 = attempt(kind, T, args, model, runner, opt, loss_fn, deadline, device, None)
-                model.config.gradient_checkpointing = False
-                if rec is not None:
-                    rec["first_attempt"] = err
-                err = err2 if err2 is None else f"{err}; with checkpointing: {err2}"
+            if err is not None and err.startswith("OOM") and args.ckpt_on_oom and not args.grad_ckpt:
+                # selective checkpointing: recompute as few blocks as memory needs (1/8, 1/4, 1/2, all)
+                L = model.config.n_layers
+                first = err
+                for n_ckpt in sorted({max(1, L // 8), max(1, L // 4), max(1, L // 2), L}):
+                    if time.perf_counter() > deadline:
+                        break
+                    print(f"  {kind} T={T}: {err[:80]}; retrying with {n_ckpt}/{L} blocks checkpointed", flush=True)
+                    model.config.gradient_checkpointing, model.config.checkpoint_layers = True, n_ckpt
+                    rec, err2 = attempt(kind, T, args, model, runner, opt, loss_fn, deadline, device, None)
+                    model.config.gradient_checkpointing, model.config.checkpoint_layers = False, None
+                    if rec is not None:
+                        rec["first_attempt"] = first
+                        err = None
+                        break
+                    err = f"{first}; with {n_ckpt}/{L} blocks checkpointed: {err2}"
+                    if not err2.startswith("OOM"):
+                        break
             if err is not None:
                 B = max(1, args.tokens_per_step // T)
                 rec = {"model": kind, "seq_len": T, "batch": B, "tokens_per_step": B * T,

@@ -57,7 +57,7 @@ def evaluate(model, tokens, seq_len, batch_size, device, bf16, max_tokens=None):
     for x, y in eval_blocks(tokens, seq_len, batch_size, max_tokens):
         x, y = x.to(device), y.to(device)
         with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16, enabled=bf16):
-            loss = model(x, labels=y).loss
+            loss = model(x, labels=y, return_logits=False).loss
         total += loss.item() * y.numel()
         count += y.numel()
     return total, count

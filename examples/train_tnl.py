@@ -166,7 +166,7 @@ def evaluate(model: nn.Module, tokens, args, max_tokens: Optional[int] = None, p
     for x, y in eval_blocks(tokens, seq_len, args.eval_batch_size, max_tokens or None):
         x, y = x.to(args.device), y.to(args.device)
         with autocast_ctx(args):
-            loss = par.forward_loss(model, x, y)[1] if par is not None else model(x, labels=y).loss
+            loss = par.forward_loss(model, x, y)[1] if par is not None else model(x, labels=y, return_logits=False).loss
         total += loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)

@@ -2,12 +2,13 @@
 
 Ops (ops.py): lightning_attn_func, lightning_attn_decode, srms_norm; decay schedules (decay.py);
 nn modules (modules.py), the TNL model (model.py), its recurrent cache (cache.py) and
-generation (generation.py). On demand: lightning_attn.distributed (sequence/data parallel),
+generation (generation.py), the chunked linear + cross-entropy loss (loss.py). On demand: lightning_attn.distributed (sequence/data parallel),
 lightning_attn.hf (transformers integration), lightning_attn.baseline (Transformer baseline).
 """
 from .cache import TNLCache
 from .decay import tnl_slopes
 from .generation import generate
+from .loss import linear_cross_entropy
 from .model import TNLConfig, TransNormerLLM
 from .modules import LRPE, SGLU, GatedLinearAttention, LightningAttention, SRMSNorm, TNLBlock
 from .ops import lightning_attn_decode, lightning_attn_func, srms_norm
@@ -15,6 +16,6 @@ from .ops import lightning_attn_decode, lightning_attn_func, srms_norm
 __all__ = [
     "lightning_attn_func", "lightning_attn_decode", "srms_norm", "tnl_slopes",
     "SRMSNorm", "LRPE", "GatedLinearAttention", "SGLU", "TNLBlock", "LightningAttention",
-    "TNLCache", "TNLConfig", "TransNormerLLM", "generate",
+    "TNLCache", "TNLConfig", "TransNormerLLM", "generate", "linear_cross_entropy",
 ]
 __version__ = "0.1.0"

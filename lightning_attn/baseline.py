@@ -17,9 +17,10 @@ from typing import List, Optional, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .generation import sample_logits
-from .model import CausalLMOutput, TNLConfig, lm_output
+from .model import CausalLMOutput, TNLConfig, checkpointed, lm_output
 
 __all__ = ["TransformerConfig", "Transformer", "KVCache"]
 
@@ -37,6 +38,7 @@ class TransformerConfig:
     rope_base: float = 10000.0
     init_std: float = 0.02
     gradient_checkpointing: bool = False
+    checkpoint_layers: Optional[int] = None
     dropout: float = 0.0
 
     @property
@@ -50,6 +52,7 @@ class TransformerConfig:
         cfg = cls(vocab_size=tnl.vocab_size, d_model=tnl.d_model, n_layers=tnl.n_layers, n_heads=tnl.n_heads,
                   ffn_dim=ffn, max_seq_len=tnl.max_seq_len, tie_embeddings=tnl.tie_embeddings,
                   norm_eps=tnl.norm_eps, init_std=tnl.init_std, gradient_checkpointing=tnl.gradient_checkpointing,
+                  checkpoint_layers=tnl.checkpoint_layers,
                   dropout=tnl.dropout)
         return replace(cfg, **overrides)
 
@@ -58,14 +61,37 @@ class TransformerConfig:
 
 
 class KVCache:
-    """Preallocated keys and values per layer, ``[B, H, max_len, D]``, and the filled length."""
+    """Preallocated keys and values per layer, ``[B, H, max_len, D]``, and the filled length.
+
+    ``length`` is a Python int (attention reads the filled slice only) or, after
+    ``make_static()``, a 0-dim device tensor advanced in place: every decode step then has
+    the same shapes (new keys written by index_copy_, attention over all max_len slots with
+    a mask), so the step can be captured in a CUDA graph, as with HF's StaticCache.
+    """
 
     def __init__(self, n_layers: int, batch_size: int, n_heads: int, max_len: int, head_dim: int,
                  dtype=torch.float32, device=None):
         shape = (batch_size, n_heads, max_len, head_dim)
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
-        self.length = 0
+        self.length: Union[int, Tensor] = 0
+
+    def make_static(self) -> "KVCache":
+        """Turn ``length`` into a device tensor (static shapes from here on)."""
+        if not isinstance(self.length, Tensor):
+            self.length = torch.tensor(self.length, dtype=torch.long, device=self.k[0].device)
+        return self
+
+    def advance(self, n: int) -> None:
+        if isinstance(self.length, Tensor):
+            self.length.add_(n)  # in place: a captured graph advances it on every replay
+        else:
+            self.length += n
+
+
+# With a KV cache the key length changes every step: cuDNN's attention builds a new plan for each
+# new shape (measured ~60 ms per decode step on the H200), so cached attention uses the others.
+_CACHED_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 def rotary(x: Tensor, positions: Tensor, base: float) -> Tensor:
@@ -93,18 +119,29 @@ class Attention(nn.Module):
         if cache is None:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            start = cache.length
-            cache.k[self.layer_idx][:, :, start:start + T] = k
-            cache.v[self.layer_idx][:, :, start:start + T] = v
-            k, v = cache.k[self.layer_idx][:, :, :start + T], cache.v[self.layer_idx][:, :, :start + T]
-            if start == 0:
-                o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-            elif T == 1:
-                o = F.scaled_dot_product_attention(q, k, v)  # the new token sees everything cached
-            else:  # chunked prefill: query t sees keys up to start + t
-                mask = torch.arange(start + T, device=x.device) <= start + torch.arange(T, device=x.device)[:, None]
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            with sdpa_kernel(_CACHED_SDPA_BACKENDS):
+                o = self._attend_cached(q, k, v, cache)
         return self.out_proj(o.transpose(1, 2).reshape(B, T, C))  # [B, T, C]
+
+    def _attend_cached(self, q: Tensor, k: Tensor, v: Tensor, cache: KVCache) -> Tensor:
+        T, dev = q.shape[2], q.device
+        if isinstance(cache.length, Tensor):  # static shapes: write at length, attend to all slots, masked
+            ck, cv = cache.k[self.layer_idx], cache.v[self.layer_idx]
+            idx = cache.length + torch.arange(T, device=dev)  # [T]
+            ck.index_copy_(2, idx, k)
+            cv.index_copy_(2, idx, v)
+            mask = torch.arange(ck.shape[2], device=dev) <= idx[:, None]  # [T, max_len]
+            return F.scaled_dot_product_attention(q, ck, cv, attn_mask=mask)
+        start = cache.length
+        cache.k[self.layer_idx][:, :, start:start + T] = k
+        cache.v[self.layer_idx][:, :, start:start + T] = v
+        k, v = cache.k[self.layer_idx][:, :, :start + T], cache.v[self.layer_idx][:, :, :start + T]
+        if start == 0:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if T == 1:
+            return F.scaled_dot_product_attention(q, k, v)  # the new token sees everything cached
+        mask = torch.arange(start + T, device=dev) <= start + torch.arange(T, device=dev)[:, None]  # chunked prefill
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
 class SwiGLU(nn.Module):
@@ -154,7 +191,7 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: Tensor, labels: Optional[Tensor] = None, cache: Optional[KVCache] = None,
                 position_offset: Union[int, Tensor] = 0, cu_seqlens: Optional[Tensor] = None,
-                ignore_index: int = -100, num_logits_to_keep: int = 0) -> CausalLMOutput:
+                ignore_index: int = -100, num_logits_to_keep: int = 0, return_logits: bool = True) -> CausalLMOutput:
         """As ``TransNormerLLM.forward`` (labels are the already-shifted targets); no cu_seqlens."""
         if cu_seqlens is not None:
             raise ValueError("Transformer baseline: cu_seqlens (packed documents) is not supported.")
@@ -164,14 +201,14 @@ class Transformer(nn.Module):
         t = torch.arange(T, device=input_ids.device)
         positions = (position_offset.view(-1, 1) + t) if isinstance(position_offset, Tensor) else (t + position_offset)[None]
         x = F.dropout(self.embed(input_ids), self.config.dropout, self.training)  # [B, T, C]
-        for block in self.blocks:
-            if self.config.gradient_checkpointing and self.training and cache is None:
+        for i, block in enumerate(self.blocks):
+            if checkpointed(self.config, i) and self.training and cache is None:
                 x = torch.utils.checkpoint.checkpoint(block, x, positions, None, use_reentrant=False)
             else:
                 x = block(x, positions, cache)
         if cache is not None:
-            cache.length += T
-        return lm_output(self.lm_head, self.norm(x), labels, ignore_index, num_logits_to_keep)
+            cache.advance(T)
+        return lm_output(self.lm_head, self.norm(x), labels, ignore_index, num_logits_to_keep, return_logits)
 
     def num_params(self, non_embedding: bool = False) -> int:
         n = sum(p.numel() for p in self.parameters())

@@ -52,6 +52,7 @@ class TNLHFConfig(PretrainedConfig):
     def from_tnl_config(cls, cfg: TNLConfig, **kwargs) -> "TNLHFConfig":
         d = cfg.to_dict()
         d.pop("gradient_checkpointing")
+        d.pop("checkpoint_layers")
         d["tie_word_embeddings"] = d.pop("tie_embeddings")
         return cls(**d, **kwargs)
 

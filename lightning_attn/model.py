@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .cache import TNLCache
+from .loss import linear_cross_entropy
 from .modules import SRMSNorm, TNLBlock, make_positions
 
 __all__ = ["TNLConfig", "TransNormerLLM", "CausalLMOutput", "PRESETS", "PAPER_PARAM_COUNTS"]
@@ -55,6 +56,7 @@ class TNLConfig:
     lrpe_first_layer: bool = True  # LRPE-d in layer 0 only, as TNL
     init_std: float = 0.02
     gradient_checkpointing: bool = False
+    checkpoint_layers: Optional[int] = None  # with gradient_checkpointing: the first n blocks only (None: all)
     dropout: float = 0.0  # on the embedding and each residual branch (training on small data); TNL: 0
 
     @property
@@ -94,15 +96,27 @@ class CausalLMOutput(NamedTuple):
     """loss: mean cross-entropy over non-ignored targets (or None); logits ``[B, T', V]``."""
 
     loss: Optional[Tensor]
-    logits: Tensor
+    logits: Optional[Tensor]  # None when the forward was asked for the loss only
+
+
+def checkpointed(config, i: int) -> bool:
+    """Whether block i runs under activation checkpointing (``gradient_checkpointing``, limited
+    to the first ``checkpoint_layers`` blocks when that is set: recompute only what memory needs)."""
+    n = config.checkpoint_layers
+    return bool(config.gradient_checkpointing) and (n is None or i < n)
 
 
 def lm_output(lm_head: nn.Module, h: Tensor, labels: Optional[Tensor], ignore_index: int = -100,
-              num_logits_to_keep: int = 0) -> CausalLMOutput:
+              num_logits_to_keep: int = 0, return_logits: bool = True) -> CausalLMOutput:
     """Logits of the final hidden states ``h [B, T, C]`` (the last n positions when
-    num_logits_to_keep = n > 0) and, with labels (already-shifted targets), the float32 loss."""
+    num_logits_to_keep = n > 0) and, with labels (already-shifted targets), the float32 loss.
+    With labels and return_logits=False the loss comes from ``linear_cross_entropy`` (chunks of
+    tokens; the [B, T, V] logits never exist) and logits is None; inside torch.compile the
+    plain path runs (inductor fuses it)."""
     if num_logits_to_keep:
         h = h[:, -num_logits_to_keep:]
+    if labels is not None and not return_logits and not torch.compiler.is_compiling():
+        return CausalLMOutput(linear_cross_entropy(h, lm_head.weight, labels, ignore_index), None)
     logits = lm_head(h)  # [B, T, V]
     loss = None
     if labels is not None:
@@ -157,8 +171,8 @@ class TransNormerLLM(nn.Module):
         positions = make_positions(T, position_offset, cu_seqlens, device=input_ids.device)  # [B or 1, T]
         x = self.embed(input_ids) * math.sqrt(self.config.d_model)  # [B, T, C]
         x = F.dropout(x, self.config.dropout, self.training)
-        for block in self.blocks:
-            if self.config.gradient_checkpointing and self.training and cache is None:
+        for i, block in enumerate(self.blocks):
+            if checkpointed(self.config, i) and self.training and cache is None:
                 x = checkpoint(block, x, positions, cu_seqlens, None, use_reentrant=False)
             else:
                 x = block(x, positions, cu_seqlens, cache)
@@ -168,7 +182,7 @@ class TransNormerLLM(nn.Module):
 
     def forward(self, input_ids: Tensor, labels: Optional[Tensor] = None, cache: Optional[TNLCache] = None,
                 position_offset: Union[int, Tensor] = 0, cu_seqlens: Optional[Tensor] = None,
-                ignore_index: int = -100, num_logits_to_keep: int = 0) -> CausalLMOutput:
+                ignore_index: int = -100, num_logits_to_keep: int = 0, return_logits: bool = True) -> CausalLMOutput:
         """Logits and (with labels) the loss.
 
         Args:
@@ -182,12 +196,14 @@ class TransNormerLLM(nn.Module):
             cu_seqlens: ``[N + 1]`` offsets of N documents packed in ``B == 1``: positions restart
                 and the attention state resets at each document start.
             num_logits_to_keep: compute logits for the last n positions only (0: all).
+            return_logits: False (with labels): the loss only, by ``linear_cross_entropy``, without
+                the [B, T, V] logits in memory (13 GB of bf16 logits at 128K tokens); logits is None.
 
         Returns:
             ``CausalLMOutput(loss, logits)``; logits ``[B, T, V]`` (float32 loss).
         """
         h = self.forward_features(input_ids, cache, position_offset, cu_seqlens)  # [B, T, C]
-        return lm_output(self.lm_head, h, labels, ignore_index, num_logits_to_keep)
+        return lm_output(self.lm_head, h, labels, ignore_index, num_logits_to_keep, return_logits)
 
     # ------------------------------------------------------------------------- utilities
 

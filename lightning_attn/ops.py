@@ -193,4 +193,10 @@ def srms_norm(x: Tensor, eps: float = 1e-6) -> Tensor:
     Example:
         >>> y = srms_norm(torch.randn(2, 16, 512))
     """
+    if torch.compiler.is_compiling() and x.is_cuda:
+        # Inside a compiled graph the formula (same float32 statistics) lets inductor fuse the
+        # norm into its neighbours (residual add, gate) and recompute it in the backward
+        # instead of saving it; eager calls, the CPU and LibTorch use the op's kernels.
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
     return _ops.srms_norm_fwd(x, float(eps))[0]

@@ -98,6 +98,24 @@ def test_transformer_baseline_kv_cache_generate():
     assert out.tolist() == seq[:, 9:].tolist()
 
 
+def test_transformer_static_kv_cache_equals_dynamic():
+    # make_static(): fixed shapes (index_copy_ + masked attention over every slot) for CUDA graphs
+    torch.manual_seed(0)
+    m = Transformer(TransformerConfig(vocab_size=V, d_model=48, n_layers=2, n_heads=3, ffn_dim=64,
+                                      tie_embeddings=False, init_std=0.2)).eval()
+    prompts = torch.randint(0, V, (2, 7))
+    with torch.no_grad():
+        dyn, sta = m.new_cache(2, 20), m.new_cache(2, 20)
+        ref = m(prompts, cache=dyn).logits
+        assert torch.equal(m(prompts, cache=sta).logits, ref)
+        sta.make_static()
+        ids = torch.randint(0, V, (2, 3))  # a chunk of 3, then single tokens
+        for step in (ids, ids[:, :1], ids[:, 1:2]):
+            a, b = m(step, cache=dyn).logits, m(step, cache=sta).logits
+            torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+        assert dyn.length == 12 and isinstance(sta.length, torch.Tensor) and int(sta.length) == 12
+
+
 def test_bundled_gpt2_tokenizer():
     from lightning_attn.data import EOT_TOKEN, get_tokenizer
     enc = get_tokenizer()

@@ -119,9 +119,28 @@ def test_loss_ignore_index_and_gradient_checkpointing():
     torch.testing.assert_close(out.loss, ref)
     out.loss.backward()
     g = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for n_ckpt in (None, 1):  # every block, then the first block only (selective checkpointing)
+        model.zero_grad()
+        model.config.gradient_checkpointing, model.config.checkpoint_layers = True, n_ckpt
+        model(ids, labels=labels).loss.backward()
+        for n, p in model.named_parameters():
+            torch.testing.assert_close(p.grad, g[n], atol=1e-6, rtol=1e-5, msg=n)
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_loss_without_logits_equals_loss_from_logits(tied):
+    model = tiny_model(4, tie_embeddings=tied).train()
+    ids = torch.randint(0, 101, (3, 21))
+    labels = torch.randint(0, 101, (3, 21))
+    labels[0, :7] = -100
+    ref = model(ids, labels=labels)
+    ref.loss.backward()
+    g = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad()
-    model.config.gradient_checkpointing = True
-    model(ids, labels=labels).loss.backward()
+    out = model(ids, labels=labels, return_logits=False)
+    assert out.logits is None
+    torch.testing.assert_close(out.loss, ref.loss, atol=1e-6, rtol=1e-6)
+    out.loss.backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(p.grad, g[n], atol=1e-6, rtol=1e-5, msg=n)
 

@@ -237,7 +237,7 @@ class ParallelContext:
         Returns ``(loss to backward, global mean loss detached)``; see ``lm_loss``.
         """
         if self.mesh is None:
-            loss = model(input_ids, labels=labels).loss
+            loss = model(input_ids, labels=labels, return_logits=False).loss
             return loss, loss.detach()
         batch = shard_batch(input_ids, labels, self.mesh, split_rows=False)
         out = model(batch.input_ids, position_offset=batch.position_offset)
