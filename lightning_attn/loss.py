@@ -14,6 +14,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .ops import acc_dtype
+
 __all__ = ["linear_cross_entropy"]
 
 
@@ -48,7 +50,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         valid = labels != ignore_index  # [N]
         n_valid = valid.sum().clamp(min=1)
         want_dh, want_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        acc = torch.float64 if dtype == torch.float64 else torch.float32  # loss and softmax precision
+        acc = acc_dtype(dtype)  # loss and softmax precision
         w = weight.to(dtype)
         dh = torch.empty_like(h) if want_dh else None
         dw = torch.zeros(weight.shape, dtype=acc, device=weight.device) if want_dw else None

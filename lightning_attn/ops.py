@@ -14,8 +14,14 @@ from . import _C  # noqa: F401  (loads the library, registering torch.ops.lightn
 _ops = torch.ops.lightning_attn
 
 
-def _state_dtype(q: Tensor) -> torch.dtype:
-    return torch.float64 if q.dtype == torch.float64 else torch.float32
+def _state_dtype(x: Tensor) -> torch.dtype:
+    """Accumulation / state dtype for inputs like x: float64 for float64, else float32
+    (the C++ side's acc_dtype in checks.h)."""
+    return acc_dtype(x.dtype)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
 
 
 def _dims(q: Tensor, v: Tensor, cu_seqlens: Optional[Tensor], head_first: bool):

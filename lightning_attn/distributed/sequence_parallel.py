@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..ops import _ops, lightning_attn_func
+from ..ops import _ops, _state_dtype, lightning_attn_func
 
 __all__ = ["sequence_parallel_attn"]
 
@@ -178,7 +178,7 @@ class _SequenceParallelAttn(torch.autograd.Function):
         B, T, H, Dk = q.shape
         Dv = v.shape[-1]
         world, rank = dist.get_world_size(group), dist.get_rank(group)
-        sdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+        sdt = _state_dtype(q)
         dev = q.device
         Bc = B if lay.local_cu is None else 1
         P, F = lay.tail_start, lay.first_len
@@ -244,7 +244,7 @@ class _SequenceParallelAttn(torch.autograd.Function):
         B, T, H, Dk = q.shape
         Dv = v.shape[-1]
         world, rank = dist.get_world_size(group), dist.get_rank(group)
-        sdt = torch.float64 if q.dtype == torch.float64 else torch.float32
+        sdt = _state_dtype(q)
         dev = q.device
         Bc = B if lay.local_cu is None else 1
         P, F = lay.tail_start, lay.first_len
