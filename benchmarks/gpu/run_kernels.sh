@@ -10,6 +10,9 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/gpu.txt"
+# the wgmma operand forms of the Hopper kernel on their own (seconds; says which form is wrong)
+nvcc -std=c++17 -O2 -gencode=arch=compute_90a,code=sm_90a -Icsrc benchmarks/gpu/wgmma_probe.cu \
+  -o /tmp/wgmma_probe > "$OUT/wgmma_probe_build.log" 2>&1 && /tmp/wgmma_probe | tee "$OUT/wgmma_probe.log"
 t0=$(date +%s)
 MAX_JOBS=16 python3 setup.py build_ext --inplace > "$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
@@ -19,6 +22,8 @@ if [ -d .peers ] && [ "$MODE" != quick ]; then
   mv /tmp/peers/lightning_attn /tmp/peers/official_lightning_attn 2>/dev/null
   ls /tmp/peers
 fi
+# v6 (Hopper kernel) by part against float64, then beside v3 in one process
+timeout ${CHECK_TIMEOUT:-240} python3 benchmarks/gpu/sm90_check.py --out "$OUT" 2>&1 | tee "$OUT/sm90_check.log"
 if [ "${TESTS:-1}" = 1 ]; then
 t0=$(date +%s)
 python3 -m pytest -q --maxfail=25 -rf tests/test_cuda_kernels.py ${PYTEST_ARGS:-} 2>&1 | tee "$OUT/tests.log" | tail -25
@@ -34,6 +39,7 @@ if [ "${SANITIZE:-1}" = 1 ]; then
   done
   echo "sanitizer: $(( $(date +%s) - t0 )) s"
 fi
+[ "${BENCH:-1}" = 1 ] || exit 0
 t0=$(date +%s)
 if [ "$MODE" = peers ]; then
   # the fwd+bwd table beside the peers (fla chunk_simple_gla, official lightning_attn2)

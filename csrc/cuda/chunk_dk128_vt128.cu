@@ -1,6 +1,7 @@
 // Chunk kernel instantiations for padded head dim 128 and v tile 128 (one file per
-// shape keeps the parallel build short): float, float16 and bfloat16 inputs.
-#include "chunk_kernel.cuh"
+// shape keeps the parallel build short): float, float16 and bfloat16 inputs; the 16-bit
+// ones go to the Hopper kernel where it applies.
+#include "chunk_kernel_sm90.cuh"
 
 namespace lightning_attn {
 namespace cuda {

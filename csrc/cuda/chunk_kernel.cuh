@@ -195,10 +195,16 @@ int chunk_blocks_per_sm_impl(bool state_only) {
   return n > 0 ? n : 1;
 }
 
+// An architecture-specific kernel tried before the generic one (chunk_kernel_sm90.cuh
+// specialises it); false: not taken.
+template <int DK, int VT, typename TIn>
+bool launch_chunk_fast(const ChunkParams&, bool, cudaStream_t) { return false; }
+
 // Instantiates the launchers of one (head dim, v tile) for one input type.
 #define LIGHTNING_ATTN_INSTANTIATE_CHUNK(DK, VT, TIN)                                          \
   template <>                                                                                  \
   void launch_chunk<DK, VT, TIN>(const ChunkParams& p, bool state_only, cudaStream_t stream) { \
+    if (launch_chunk_fast<DK, VT, TIN>(p, state_only, stream)) return;                         \
     if (state_only)                                                                            \
       launch_chunk_impl<DK, VT, TIN, true>(p, stream);                                         \
     else                                                                                       \
