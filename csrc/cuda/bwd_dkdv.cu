@@ -1,6 +1,7 @@
 // Instantiations of the fused dk/dv backward sweep: padded (Dk, Dv) in {64, 128}^2,
-// float, float16 and bfloat16 inputs.
-#include "bwd_dkdv_kernel.cuh"
+// float, float16 and bfloat16 inputs; the 16-bit ones at (128, 128) go to the Hopper kernel
+// where it applies.
+#include "bwd_dkdv_kernel_sm90.cuh"
 
 namespace lightning_attn {
 namespace cuda {

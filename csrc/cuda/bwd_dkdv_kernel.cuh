@@ -139,9 +139,15 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
                lane);
 }
 
+// An architecture-specific kernel tried before this one (bwd_dkdv_kernel_sm90.cuh
+// specialises it); false: not taken.
+template <int DK, int DV, typename TIn>
+bool launch_dkdv_fast(const DkDvParams&, cudaStream_t) { return false; }
+
 #define LIGHTNING_ATTN_INSTANTIATE_DKDV(DK, DV, TIN)                                           \
   template <>                                                                                  \
   void launch_dkdv<DK, DV, TIN>(const DkDvParams& p, cudaStream_t stream) {                    \
+    if (launch_dkdv_fast<DK, DV, TIN>(p, stream)) return;                                      \
     constexpr size_t smem = DkDvSmem<DK, DV>::bytes();                                         \
     auto kernel = dkdv_kernel<DK, DV, TIN>;                                                    \
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem))); \

@@ -1,0 +1,216 @@
+// Hopper (sm_90a) fused dk/dv reversed sweep: DkDvParams and the recurrence of
+// bwd_dkdv_kernel.cuh for Dk = Dv = 128 and 16-bit inputs, products on wgmma (KERNEL_NOTES.md, v6).
+//
+// One block = one (sequence, head, segment), two warpgroups. Warpgroup 0 computes dv, warpgroup
+// 1 dk; each keeps the half of dS[128, 128] with v columns [64 wg, 64 wg + 64) in registers.
+// Per chunk (reversed time), with X, Y, Z = (K, Q, dO) for warpgroup 0 and (V, dO, Q) for 1:
+//   P   = mask(X Y^T)
+//   out = diag(lambda^r) X dS (wg 0) or X dS^T (wg 1) + P Z
+//   dS[:, half] = lambda^c dS[:, half] + Q^T (w dO[:, half])
+// One 16-bit copy of dS serves both state products: MN-major for X dS, K-major for X dS^T.
+// Chunk i+1 streams in by cp.async (two stages of Q, K, V, dO) while chunk i computes.
+#pragma once
+
+#include "bwd_dkdv_kernel.cuh"
+#include "sm90_tiles.cuh"
+
+namespace lightning_attn {
+namespace cuda {
+
+struct DkDvSm90Smem {
+  static constexpr int kStages = 2;
+  static constexpr int kTile = 2 * kPanelBytes;  // [64, 128] operand tile
+  static constexpr int kStage = 4 * kTile;       // Q, K, V, dO of one chunk
+  static constexpr int kW = kPanelBytes;         // w dO of one warpgroup
+  static constexpr int kS = 2 * kPanelBytes;     // 16-bit dS[128, 64] of one warpgroup
+  static constexpr size_t bytes = 1024 + kStages * kStage + 2 * kW + 2 * kS;
+};
+
+// The sweep of warpgroup WG (0: dv, 1: dk). Both warpgroups run it in lockstep (barrier 0 over
+// all 256 threads); making WG a template parameter keeps every wgmma out of divergent code.
+template <int WG, typename TIn>
+__device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, unsigned char* smem, int h, int n, int seg) {
+  using TC = TIn;
+  using L = DkDvSm90Smem;
+  const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
+  const int g = lane / 4;
+  unsigned char* sW = smem + L::kStages * L::kStage + WG * L::kW;
+  unsigned char* sS = smem + L::kStages * L::kStage + 2 * L::kW;  // panel of warpgroup w at w * kS
+  auto stage = [&](int buf) { return smem + buf * L::kStage; };
+  auto sync_all = [] { asm volatile("bar.sync 0, 256;\n" ::: "memory"); };
+
+  int64_t start, len;
+  sequence_range(p.cu32, p.cu64, n, p.T, start, len);
+  const int b = (p.cu32 || p.cu64) ? 0 : n;
+  const int64_t seg_start = int64_t(seg) * p.seg_len;
+  const int64_t seg_tokens = len - seg_start < p.seg_len ? len - seg_start : p.seg_len;
+  if (p.nseg > 1 && seg_tokens <= 0) return;  // the whole block returns
+  const int64_t nchunks = seg_tokens > 0 ? (seg_tokens + kChunk - 1) / kChunk : 0;
+  const float l2 = log2_lambda(p.slope, h);
+
+  const TIn* qb = static_cast<const TIn*>(p.q) + b * p.q_sb + h * p.q_sh;
+  const TIn* kb = static_cast<const TIn*>(p.k) + b * p.k_sb + h * p.k_sh;
+  const TIn* vb = static_cast<const TIn*>(p.v) + b * p.v_sb + h * p.v_sh;
+  const TIn* db = static_cast<const TIn*>(p.dout) + b * p.do_sb + h * p.do_sh;
+  TIn* outb = WG == 0 ? static_cast<TIn*>(p.dv) + b * p.dv_sb + h * p.dv_sh
+                      : static_cast<TIn*>(p.dk) + b * p.dk_sb + h * p.dk_sh;
+  const int64_t out_st = WG == 0 ? p.dv_st : p.dk_st;
+
+  const PanelLoader loader;
+  // logical (reversed) time t -> row start + len - 1 - t
+  auto last_row = [&](int64_t ci) { return start + len - 1 - (seg_start + ci * kChunk); };
+  auto load_chunk = [&](int64_t ci, int buf) {
+    const int64_t rest = seg_tokens - ci * kChunk;
+    const int clen = rest < kChunk ? int(rest) : kChunk;
+    const uint32_t tile = smem_addr(stage(buf));
+    const int64_t first = last_row(ci);
+    loader.load(tile, qb, p.q_st, first, -1, clen);
+    loader.load(tile + L::kTile, kb, p.k_st, first, -1, clen);
+    loader.load(tile + 2 * L::kTile, vb, p.v_st, first, -1, clen);
+    loader.load(tile + 3 * L::kTile, db, p.do_st, first, -1, clen);
+  };
+
+  // ---- this warpgroup's half of dS (rows: k index, m-tile mt = rows 64 mt..; columns 64 WG..)
+  float racc[2][8][4];
+  auto slice = [&](int mt) -> float(&)[1][8][4] { return reinterpret_cast<float(&)[1][8][4]>(racc[mt]); };
+  const float* init = p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+    load_state(slice(mt), init, p.init_sk, p.init_sv, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
+  store_state_panel<TC>(sS + WG * L::kS, racc, warp, lane);
+
+  if (nchunks > 0) load_chunk(0, 0);
+  cp_async_commit();
+
+  for (int64_t ci = 0; ci < nchunks; ++ci) {
+    cp_async_wait<0>();
+    fence_proxy_async();
+    sync_all();  // chunk ci and both dS panels are in place; chunk ci-1's stage is free
+    if (ci + 1 < nchunks) load_chunk(ci + 1, int((ci + 1) & 1));
+    cp_async_commit();
+
+    const int64_t rest = seg_tokens - ci * kChunk;
+    const int clen = rest < kChunk ? int(rest) : kChunk;
+    unsigned char* sQ = stage(int(ci & 1));
+    unsigned char* sO = sQ + 3 * L::kTile;
+    const unsigned char* X = sQ + (WG == 0 ? 1 : 2) * L::kTile;  // K or V
+    const unsigned char* Y = WG == 0 ? sQ : sO;
+    const unsigned char* Z = WG == 0 ? sO : sQ;
+
+    // -- P = X Y^T and the state product, one commit group
+    float pacc[8][4], acc0[8][4], acc1[8][4];  // acc0 / acc1: output columns 0-63 / 64-127
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 8; ++kk) wgmma_ss<TC, 0, 0>(pacc, kmajor_desc(X, kk), kmajor_desc(Y, kk), kk);
+    if constexpr (WG == 0) {  // K dS: B = dS panel (Dv half) as MN-major [Dk, 64]
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk) wgmma_ss<TC, 0, 1>(acc0, kmajor_desc(X, kk), mnmajor_desc(sS, kk), kk);
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk)
+        wgmma_ss<TC, 0, 1>(acc1, kmajor_desc(X, kk), mnmajor_desc(sS + L::kS, kk), kk);
+    } else {  // V dS^T: B[k = v column, n = k row] = rows 64 half.. of both panels, K-major
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk) wgmma_ss<TC, 0, 0>(acc0, kmajor_desc(X, kk), kmajor_desc(sS, kk, 128), kk);
+#pragma unroll
+      for (int kk = 0; kk < 8; ++kk)
+        wgmma_ss<TC, 0, 0>(acc1, kmajor_desc(X, kk), kmajor_desc(sS + 64 * kPanelRowBytes, kk, 128), kk);
+    }
+    wgmma_commit();
+
+    // -- w dO for this warpgroup's dS columns while the tensor cores work (w_r = scale lambda^(clen - r))
+    weight_panel_rows<TC>(sW, sO + WG * kPanelBytes, clen, p.scale, 1, l2);
+
+    wgmma_wait<0>();
+    fence_regs(pacc);
+    fence_regs(acc0);
+    fence_regs(acc1);
+
+    uint32_t af[4][4];
+#pragma unroll
+    for (int pp = 0; pp < 4; ++pp)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) af[pp][e] = 0u;
+    decay_mask_to_afrag<TC>(af, reinterpret_cast<const float(&)[4][2][4]>(pacc), warp, lane, p.scale, l2);
+    const float f0 = exp2f(float(warp * 16 + g) * l2), f1 = exp2f(float(warp * 16 + g + 8) * l2);  // lambda^r
+    scale_rows<8>(acc0, f0, f1);
+    scale_rows<8>(acc1, f0, f1);
+    scale_state(racc, exp2f(float(clen) * l2));
+    named_barrier(1 + WG, 128);  // w dO written by the whole warpgroup
+
+    // -- out += P Z; dS half += Q^T (w dO half)
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wgmma_rs<TC, 1>(acc0, af[kk], mnmajor_desc(Z, kk), 1);
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk) wgmma_rs<TC, 1>(acc1, af[kk], mnmajor_desc(Z + kPanelBytes, kk), 1);
+    wgmma_commit();
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk)
+        wgmma_ss<TC, 1, 1>(racc[mt], mnmajor_desc(sQ + mt * kPanelBytes, kk), mnmajor_desc(sW, kk), 1);
+    wgmma_commit();
+
+    wgmma_wait<1>();
+    fence_regs(acc0);
+    fence_regs(acc1);
+    const int64_t first = last_row(ci);
+    store_rows_pairs<TIn>(acc0, outb, out_st, 0, warp, lane, clen, first, -1);
+    store_rows_pairs<TIn>(acc1, outb, out_st, 64, warp, lane, clen, first, -1);
+    wgmma_wait<0>();
+    fence_regs(racc[0]);
+    fence_regs(racc[1]);
+    sync_all();  // both warpgroups are done reading the old dS copy
+    store_state_panel<TC>(sS + WG * L::kS, racc, warp, lane);
+  }
+  cp_async_wait_all();
+
+  if (p.out_state != nullptr) {
+    float* dst = p.out_state + n * p.out_sn + h * p.out_sh;
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt)
+      save_state(slice(mt), dst, p.out_sk, p.out_sv, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
+  }
+}
+
+template <typename TIn>
+__global__ void __launch_bounds__(256, 1) dkdv_kernel_sm90(const DkDvParams p) {
+#ifdef LIGHTNING_ATTN_SM90A
+  extern __shared__ __align__(1024) unsigned char smem_dkdv90[];
+  unsigned char* smem = smem_dkdv90 + ((1024 - (smem_addr(smem_dkdv90) & 1023)) & 1023);
+  const int h = blockIdx.x % p.H, n = blockIdx.x / p.H, seg = blockIdx.y;
+  if (threadIdx.x < 128)
+    dkdv_sweep_sm90<0, TIn>(p, smem, h, n, seg);
+  else
+    dkdv_sweep_sm90<1, TIn>(p, smem, h, n, seg);
+#endif
+}
+
+// Taken for Dk = Dv = 128 with 16-byte aligned inputs and 4-byte aligned dk, dv pairs.
+template <typename TIn>
+bool launch_dkdv_sm90(const DkDvParams& p, cudaStream_t stream) {
+  if (p.Dk != 128 || p.Dv != 128 || !p.q_vec || !p.k_vec || !p.v_vec || !p.do_vec || !p.dk_vec2 || !p.dv_vec2 ||
+      !sm90_enabled())
+    return false;
+  static const bool runs = sm90_binary(dkdv_kernel_sm90<TIn>);
+  if (!runs) return false;
+  auto kernel = dkdv_kernel_sm90<TIn>;
+  const int smem = int(DkDvSm90Smem::bytes);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned(p.nseg));
+  kernel<<<grid, 256, smem, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return true;
+}
+
+template <>
+bool launch_dkdv_fast<128, 128, __nv_bfloat16>(const DkDvParams& p, cudaStream_t stream) {
+  return launch_dkdv_sm90<__nv_bfloat16>(p, stream);
+}
+template <>
+bool launch_dkdv_fast<128, 128, __half>(const DkDvParams& p, cudaStream_t stream) {
+  return launch_dkdv_sm90<__half>(p, stream);
+}
+
+}  // namespace cuda
+}  // namespace lightning_attn

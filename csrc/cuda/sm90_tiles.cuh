@@ -1,0 +1,147 @@
+// Pieces shared by the Hopper (sm_90a) kernels (chunk_kernel_sm90.cuh, bwd_dkdv_kernel_sm90.cuh):
+// chunk loads into 128B-swizzled panels, descriptors of panel operands, row stores from
+// wgmma accumulators, the per-token weighted copy of a panel, the 16-bit state copy.
+// Two warpgroups per block; a thread's accumulator tile [64, 64] follows the wgmma layout
+// (warp w of its warpgroup: rows 16 w + g, +8; lane = 4 g + cq: columns 8 j + 2 cq, +1).
+#pragma once
+
+#include <cstdlib>
+
+#include "chunk_params.h"
+#include "mma_utils.cuh"
+#include "wgmma_utils.cuh"
+
+namespace lightning_attn {
+namespace cuda {
+
+constexpr int kPanelBytes = kChunk * kPanelRowBytes;  // one [64, 64] panel: 8 KB
+
+// Descriptor of k-step kk (16 columns) of a K-major [rows, 128] operand (two panels of `rows`
+// rows; 64 rows unless given): 32 bytes per k-step inside a panel.
+__device__ __forceinline__ uint64_t kmajor_desc(const unsigned char* t, int kk, int rows = kChunk) {
+  return smem_desc(t + (kk / 4) * rows * kPanelRowBytes + (kk % 4) * 32, 16, 1024);
+}
+// Descriptor of k-step kk (16 rows) of an MN-major panel (row = k index, 64 M/N columns).
+__device__ __forceinline__ uint64_t mnmajor_desc(const unsigned char* t, int kk) {
+  return smem_desc(t + kk * 16 * kPanelRowBytes, kPanelBytes, 1024);
+}
+
+// This thread's part of loading a [64, 128] operand tile into two panels: 16-byte chunk
+// cc = tid % 16 of rows tid / 16 + 16 i (i < 4). The shared offsets are fixed for the
+// whole kernel (row + 16 i keeps the swizzle phase), so a chunk costs one address
+// computation and four cp.async per operand; rows past the chunk end are zero-filled
+// by cp.async itself (src-size 0), without branches.
+struct PanelLoader {
+  int soff;  // shared byte offset of row tid / 16 in a tile (+ i * 2048 for row + 16 i)
+  int row0;  // tid / 16
+  int col;   // element offset of the chunk in a row
+
+  __device__ __forceinline__ PanelLoader() {
+    const int cc = threadIdx.x % 16;
+    row0 = threadIdx.x / 16;
+    col = cc * 8;
+    soff = (cc / 8) * kPanelBytes + panel_offset(row0, (cc % 8) * 8);
+  }
+
+  // Rows first, first + dir, ... (clen of them; dir = -1 for reversed time) of a row-major
+  // operand with row stride st elements, as tile rows 0, 1, ...
+  template <typename TIn>
+  __device__ __forceinline__ void load(uint32_t tile, const TIn* base, int64_t st, int64_t first, int dir,
+                                       int clen) const {
+    const int64_t dst = dir * st;
+    const TIn* src = base + first * st + row0 * dst + col;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const bool in = row0 + 16 * i < clen;
+      const TIn* s = in ? src + 16 * i * dst : base + first * st + col;  // any valid address when zero-filling
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tile + soff + i * 16 * kPanelRowBytes),
+                   "l"(s), "r"(in ? 16 : 0)
+                   : "memory");
+    }
+  }
+};
+
+// Stores this warp's two rows of a [64, 64] accumulator tile (tile rows 16 warp + g, +8 ->
+// output rows first + dir * row; columns c0 + 8 j + 2 cq) as 16-bit pairs: the output is
+// 4-byte aligned with even strides (host-checked).
+template <typename TIn>
+__device__ __forceinline__ void store_rows_pairs(const float (&acc)[8][4], TIn* ob, int64_t st, int c0, int warp,
+                                                 int lane, int clen, int64_t first, int dir) {
+  const int g = lane / 4, cq = lane % 4;
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int r = warp * 16 + g + half * 8;
+    if (r < clen) {
+      uint32_t* orow = reinterpret_cast<uint32_t*>(ob + (first + dir * r) * st + c0 + 2 * cq);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) orow[j * 4] = pack2<TIn>(acc[j][2 * half], acc[j][2 * half + 1]);
+    }
+  }
+}
+
+// dst = diag(w) src for one [64, 64] panel, by a warpgroup (same swizzle, so the byte
+// offset carries over): w_r = scale lambda^(clen - 1 - r + off) for rows r < clen, else 0.
+template <typename TC>
+__device__ __forceinline__ void weight_panel_rows(unsigned char* dst, const unsigned char* src, int clen, float scale,
+                                                  int off, float l2) {
+#pragma unroll
+  for (int i = 0; i < kPanelBytes / 16 / 128; ++i) {
+    const int idx = (threadIdx.x % 128) + i * 128;
+    const int r = idx / 8;
+    const float w = r < clen ? scale * exp2f(float(clen - 1 - r + off) * l2) : 0.f;
+    const uint32_t w2 = pack2<TC>(w, w);
+    uint4 x = *reinterpret_cast<const uint4*>(src + idx * 16);
+    x.x = mul2<TC>(x.x, w2);
+    x.y = mul2<TC>(x.y, w2);
+    x.z = mul2<TC>(x.z, w2);
+    x.w = mul2<TC>(x.w, w2);
+    *reinterpret_cast<uint4*>(dst + idx * 16) = x;
+  }
+  fence_proxy_async();
+}
+
+// A warpgroup's fp32 state slice S[128, 64] (m-tile mt: rows 64 mt..) -> its 16-bit copy, one
+// tall panel [128, 64] (row = state row): the MN-major B operand of X S, the K-major one of X S^T.
+template <typename TC>
+__device__ __forceinline__ void store_state_panel(unsigned char* panel, const float (&racc)[2][8][4], int warp,
+                                                  int lane) {
+  const int g = lane / 4, cq = lane % 4;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int i = mt * 64 + warp * 16 + g, c = j * 8 + 2 * cq;
+      *reinterpret_cast<uint32_t*>(panel + panel_offset(i, c)) = pack2<TC>(racc[mt][j][0], racc[mt][j][1]);
+      *reinterpret_cast<uint32_t*>(panel + panel_offset(i + 8, c)) = pack2<TC>(racc[mt][j][2], racc[mt][j][3]);
+    }
+  fence_proxy_async();
+}
+
+// Multiplies every entry of a warpgroup's state slice by f.
+__device__ __forceinline__ void scale_state(float (&racc)[2][8][4], float f) {
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) racc[mt][j][e] *= f;
+}
+
+// LIGHTNING_ATTN_SM90=0 turns the Hopper kernels off (read at every call, for A/B runs).
+inline bool sm90_enabled() {
+  const char* env = std::getenv("LIGHTNING_ATTN_SM90");
+  return env == nullptr || env[0] != '0';
+}
+// Whether this build holds sm_90a code of `kernel` and the current device runs it.
+template <typename Kernel>
+bool sm90_binary(Kernel kernel) {
+  cudaFuncAttributes a{};
+  if (cudaFuncGetAttributes(&a, kernel) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return a.binaryVersion == 90;
+}
+
+}  // namespace cuda
+}  // namespace lightning_attn
