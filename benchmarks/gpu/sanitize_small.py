@@ -1,6 +1,8 @@
 """Small forward/backward/decode/srms_norm calls for compute-sanitizer (memcheck, racecheck).
 
-Covers the plain grid and the sequence split (B * H = 2), odd head dims, varlen, head_first.
+Covers the plain grid and the sequence split (B * H = 2), odd head dims, varlen, head_first;
+Dk = Dv = 128 in 16 bits runs the Hopper kernels on sm_90 (split with pass 1 at B * H = 2,
+plain grid at H = 136), fp16 varlen included.
 """
 import torch
 
@@ -8,7 +10,8 @@ import lightning_attn as la
 
 torch.manual_seed(0)
 dev = "cuda"
-for (B, T, H, Dk, Dv, hf) in [(1, 700, 2, 64, 64, False), (2, 130, 3, 100, 48, True), (1, 300, 1, 256, 128, False)]:
+for (B, T, H, Dk, Dv, hf) in [(1, 700, 2, 64, 64, False), (2, 130, 3, 100, 48, True), (1, 300, 1, 256, 128, False),
+                              (1, 300, 2, 128, 128, False), (1, 70, 136, 128, 128, True)]:
     shape = (lambda D: (B, H, T, D)) if hf else (lambda D: (B, T, H, D))
     q, k, v = (torch.randn(shape(D), device=dev, dtype=torch.bfloat16, requires_grad=True) for D in (Dk, Dk, Dv))
     h0 = torch.randn(B, H, Dk, Dv, device=dev, requires_grad=True)
@@ -16,8 +19,10 @@ for (B, T, H, Dk, Dv, hf) in [(1, 700, 2, 64, 64, False), (2, 130, 3, 100, 48, T
     o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True, head_first=hf)
     (o.float().square().sum() + hT.sum()).backward()
 cu = torch.tensor([0, 5, 5, 200], device=dev, dtype=torch.int32)
-q, k, v = (torch.randn(1, 200, 2, 64, device=dev, dtype=torch.float16) for _ in range(3))
-la.lightning_attn_func(q, k, v, torch.rand(2, device=dev), cu_seqlens=cu, output_final_state=True)
+for D in (64, 128):
+    q, k, v = (torch.randn(1, 200, 2, D, device=dev, dtype=torch.float16, requires_grad=True) for _ in range(3))
+    o, _ = la.lightning_attn_func(q, k, v, torch.rand(2, device=dev), cu_seqlens=cu, output_final_state=True)
+    o.float().sum().backward()
 state = torch.randn(4, 2, 128, 100, device=dev)
 la.lightning_attn_decode(*(torch.randn(4, 2, D, device=dev) for D in (128, 128, 100)), state, torch.rand(2, device=dev))
 x = torch.randn(7, 300, device=dev, requires_grad=True)
