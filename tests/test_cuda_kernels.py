@@ -247,14 +247,33 @@ def test_srms_norm(D, dtype):
         assert dx.abs().max() < 1e-3
 
 
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
+                    reason="the Hopper kernels run on sm_90 only")
+@pytest.mark.parametrize("T,H", [(1000, 2), (300, 136)])  # with the sequence split, and the plain grid
+def test_hopper_kernels_taken(T, H):
+    """On sm_90, 16-bit Dk = Dv = 128 calls run the wgmma kernels (forward, dq, dk/dv, and the
+    split's state-only pass) rather than silently falling back to the portable ones."""
+    q, k, v, slope, h0 = make_inputs(1, T, H, 128, 128, torch.bfloat16, state=True)
+    q, k, v = (x.requires_grad_() for x in (q, k, v))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        o, _ = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True)
+        o.float().sum().backward()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events()]
+    sm90 = [n for n in names if "sm90" in n]
+    assert any("chunk_kernel_sm90" in n for n in sm90) and any("dkdv_kernel_sm90" in n for n in sm90), names
+    assert not any("chunk_kernel<" in n or "dkdv_kernel<" in n for n in names), names
+
+
 # ----------------------------------------------------------------------------- graphs, compile
 
 
-def test_cuda_graph_capture_and_replay():
+@pytest.mark.parametrize("D", [64, 128])  # 128: the Hopper kernels on sm_90
+def test_cuda_graph_capture_and_replay(D):
     torch.utils.deterministic.fill_uninitialized_memory = False  # no fill kernels in the capture
-    q, k, v, slope, h0 = make_inputs(1, 3000, 2, 64, 64, torch.bfloat16, state=True)
+    q, k, v, slope, h0 = make_inputs(1, 3000, 2, D, D, torch.bfloat16, state=True)
     qs, ks, vs = q.clone(), k.clone(), v.clone()
-    state = torch.randn(1, 2, 64, 64, device=DEV)
+    state = torch.randn(1, 2, D, D, device=DEV)
     st = state.clone()
     s = torch.cuda.Stream()
     s.wait_stream(torch.cuda.current_stream())
