@@ -94,18 +94,19 @@ def test_forward_million_tokens_slow_decay():
     assert rel_err(o, ro) < 1e-2 and rel_err(hT, rh) < 1e-2
 
 
-def test_varlen():
+@pytest.mark.parametrize("Dk,Dv", [(64, 48), (128, 128)])  # 128: the Hopper kernels on sm_90
+def test_varlen(Dk, Dv):
     lens = [0, 1, 63, 64, 65, 300, 1]
     cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV, dtype=torch.int32)
     T = int(cu[-1])
-    q, k, v, slope, h0 = make_inputs(1, T, 3, 64, 48, torch.bfloat16, state=True, N=len(lens))
+    q, k, v, slope, h0 = make_inputs(1, T, 3, Dk, Dv, torch.bfloat16, state=True, N=len(lens))
     o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True, cu_seqlens=cu)
     ro, rh = lightning_attn_ref(q, k, v, slope, 1.0, h0, cu_seqlens=cu)
     assert rel_err(o, ro) < 1e-2 and rel_err(hT, rh) < 1e-2
     # the same with int64 offsets and a long packed batch (split path)
     lens = [5000, 3, 9000]
     cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV, dtype=torch.int64)
-    q, k, v, slope, h0 = make_inputs(1, int(cu[-1]), 2, 64, 64, torch.bfloat16, state=True, N=3)
+    q, k, v, slope, h0 = make_inputs(1, int(cu[-1]), 2, Dk, Dk, torch.bfloat16, state=True, N=3)
     o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True, cu_seqlens=cu)
     for n in range(3):
         a, b = int(cu[n]), int(cu[n + 1])
@@ -167,10 +168,11 @@ def test_backward(T, Dk, Dv, dtype):
             assert rel_err(g, rg) < TOL[dtype], (name, decay, state, head_first)
 
 
-def test_backward_varlen():
+@pytest.mark.parametrize("Dk,Dv", [(64, 128), (128, 128)])  # 128: the Hopper kernels on sm_90
+def test_backward_varlen(Dk, Dv):
     lens = [0, 70, 1, 300]
     cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV, dtype=torch.int32)
-    q, k, v, slope, h0 = make_inputs(1, int(cu[-1]), 2, 64, 128, torch.bfloat16, state=True, N=len(lens))
+    q, k, v, slope, h0 = make_inputs(1, int(cu[-1]), 2, Dk, Dv, torch.bfloat16, state=True, N=len(lens))
     leaves = [x.detach().requires_grad_() for x in (q, k, v, h0)]
     do, dh = torch.randn_like(v), torch.randn_like(h0)
     o, hT = la.lightning_attn_func(*leaves[:3], slope, 0.5, leaves[3], output_final_state=True, cu_seqlens=cu)
