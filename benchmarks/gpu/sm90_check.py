@@ -43,9 +43,13 @@ def check(rows, name, B, T, H, dtype, state, grad=False, tol=1e-2):
         g = torch.autograd.grad((o * do).sum(), (q, k, v))
         rg = torch.autograd.grad((ro * do.double()).sum(), (ql, kl, vl))
         errs.update({n: rel_err(a, b) for n, a, b in zip(("dq", "dk", "dv"), g, rg)})
+    record(rows, name, errs, tol, o, B=B, T=T, H=H, dtype=str(dtype)[6:], state=state)
+
+
+def record(rows, name, errs, tol, o, **meta):
+    """One correctness row: every error under tol and no NaN in the output."""
     ok = all(e < tol for e in errs.values()) and not torch.isnan(o).any().item()
-    rows.append({"case": name, "B": B, "T": T, "H": H, "dtype": str(dtype)[6:], "state": state,
-                 "errors": errs, "ok": ok})
+    rows.append({"case": name, **meta, "errors": errs, "ok": ok})
     print(f"{'ok  ' if ok else 'FAIL'} {name:34} " + " ".join(f"{n} {e:.2e}" for n, e in errs.items()), flush=True)
 
 
@@ -58,11 +62,8 @@ def check_varlen(rows, dtype, tol):
         h0 = torch.randn(len(lens), H, 128, 128, device="cuda") * 0.3
         o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True, cu_seqlens=cu)
         ro, rh = lightning_attn_ref(q, k, v, slope, 1.0, h0, cu_seqlens=cu)
-        errs = {"o": rel_err(o, ro), "final": rel_err(hT, rh)}
-        ok = all(e < tol for e in errs.values())
-        rows.append({"case": f"varlen H={H}", "dtype": str(dtype)[6:], "errors": errs, "ok": ok})
-        print(f"{'ok  ' if ok else 'FAIL'} {'varlen H=' + str(H):34} " + " ".join(f"{n} {e:.2e}" for n, e in errs.items()),
-              flush=True)
+        record(rows, f"varlen H={H}", {"o": rel_err(o, ro), "final": rel_err(hT, rh)}, tol, o, H=H,
+               dtype=str(dtype)[6:])
 
 
 def timing(rows):

@@ -126,11 +126,7 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, unsigned ch
     fence_regs(acc1);
 
     uint32_t af[4][4];
-#pragma unroll
-    for (int pp = 0; pp < 4; ++pp)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) af[pp][e] = 0u;
-    decay_mask_to_afrag<TC>(af, reinterpret_cast<const float(&)[4][2][4]>(pacc), warp, lane, p.scale, l2);
+    masked_afrag<TC>(af, pacc, warp, lane, p.scale, l2);
     const float f0 = exp2f(float(warp * 16 + g) * l2), f1 = exp2f(float(warp * 16 + g + 8) * l2);  // lambda^r
     scale_rows<8>(acc0, f0, f1);
     scale_rows<8>(acc1, f0, f1);
@@ -144,11 +140,7 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, unsigned ch
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk) wgmma_rs<TC, 1>(acc1, af[kk], mnmajor_desc(Z + kPanelBytes, kk), 1);
     wgmma_commit();
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        wgmma_ss<TC, 1, 1>(racc[mt], mnmajor_desc(sQ + mt * kPanelBytes, kk), mnmajor_desc(sW, kk), 1);
+    issue_state_update<TC>(racc, sQ, sW);
     wgmma_commit();
 
     wgmma_wait<1>();

@@ -122,11 +122,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
       scale_state(racc, exp2f(float(clen) * l2));
       named_barrier(1 + wg, 128);  // w V written by the whole warpgroup
       wgmma_fence();
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int kk = 0; kk < 4; ++kk)
-          wgmma_ss<TC, 1, 1>(racc[mt], mnmajor_desc(sK + mt * L::kPanel, kk), mnmajor_desc(sVw, kk), 1);
+      issue_state_update<TC>(racc, sK, sVw);
       wgmma_commit();
       wgmma_wait<0>();
       fence_regs(racc[0]);
@@ -150,13 +146,9 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
     fence_regs(sacc);
     fence_regs(oacc);
 
-    // -- decay mask -> A fragments (k-steps past this warp's rows are all zero)
+    // -- decay mask -> A fragments
     uint32_t af[4][4];
-#pragma unroll
-    for (int pp = 0; pp < 4; ++pp)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) af[pp][e] = 0u;
-    decay_mask_to_afrag<TC>(af, reinterpret_cast<const float(&)[4][2][4]>(sacc), warp, lane, p.scale_intra, l2);
+    masked_afrag<TC>(af, sacc, warp, lane, p.scale_intra, l2);
     scale_rows<8>(oacc, p.scale_state * exp2f(float(warp * 16 + g + p.qoff) * l2),
                   p.scale_state * exp2f(float(warp * 16 + g + 8 + p.qoff) * l2));
     scale_state(racc, exp2f(float(clen) * l2));
@@ -168,11 +160,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
     for (int kk = 0; kk < 4; ++kk)
       wgmma_rs<TC, 1>(oacc, af[kk], mnmajor_desc(sV + wg * L::kPanel, kk), 1);
     wgmma_commit();
-#pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-      for (int kk = 0; kk < 4; ++kk)
-        wgmma_ss<TC, 1, 1>(racc[mt], mnmajor_desc(sK + mt * L::kPanel, kk), mnmajor_desc(sVw, kk), 1);
+    issue_state_update<TC>(racc, sK, sVw);
     wgmma_commit();
 
     wgmma_wait<1>();

@@ -9,6 +9,7 @@
 
 #include "chunk_params.h"
 #include "mma_utils.cuh"
+#include "warp_tiles.cuh"
 #include "wgmma_utils.cuh"
 
 namespace lightning_attn {
@@ -125,6 +126,31 @@ __device__ __forceinline__ void scale_state(float (&racc)[2][8][4], float f) {
     for (int j = 0; j < 8; ++j)
 #pragma unroll
       for (int e = 0; e < 4; ++e) racc[mt][j][e] *= f;
+}
+
+// Raw scores of a [64, 64] accumulator tile -> register A fragments of its masked, decayed
+// form (decay_mask_to_afrag of warp_tiles.cuh, this warp's 16 rows); k-steps past the warp's
+// rows, which wgmma still issues for the whole warpgroup, are zero.
+template <typename TC>
+__device__ __forceinline__ void masked_afrag(uint32_t (&af)[4][4], const float (&sacc)[8][4], int warp, int lane,
+                                             float scale, float l2) {
+#pragma unroll
+  for (int pp = 0; pp < 4; ++pp)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) af[pp][e] = 0u;
+  decay_mask_to_afrag<TC>(af, reinterpret_cast<const float(&)[4][2][4]>(sacc), warp, lane, scale, l2);
+}
+
+// Issues S += X^T W for a warpgroup's state slice (m-tile mt: rows 64 mt..): X a [64, 128]
+// tile read as M-major A (its panel mt), W the warpgroup's weighted [64, 64] panel (MN-major B).
+template <typename TC>
+__device__ __forceinline__ void issue_state_update(float (&racc)[2][8][4], const unsigned char* x,
+                                                   const unsigned char* w) {
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int kk = 0; kk < 4; ++kk)
+      wgmma_ss<TC, 1, 1>(racc[mt], mnmajor_desc(x + mt * kPanelBytes, kk), mnmajor_desc(w, kk), 1);
 }
 
 // LIGHTNING_ATTN_SM90=0 turns the Hopper kernels off (read at every call, for A/B runs).

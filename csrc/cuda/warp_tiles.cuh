@@ -185,38 +185,33 @@ constexpr int state_row_warps() { return DK / 16 < kWarps ? DK / 16 : kWarps; }
 // The warp's block of a state slice: fp32 R[i][j] for rows srow0.. and columns col0..
 // (col0: the block's first column of the whole state), read from or written to a
 // strided [Dk, Dv] matrix (null: zeros / nothing), and its 16-bit copy in shared memory.
+// f(x, i, j) visits each fragment entry x with its state row i and column j.
+template <int RM, int NS, typename Frag, typename F>
+__device__ __forceinline__ void for_state_entries(Frag& racc, int srow0, int col0, int lane, F&& f) {
+  const int g = lane / 4, cq = lane % 4;
+#pragma unroll
+  for (int mi = 0; mi < RM; ++mi)
+#pragma unroll
+    for (int nt = 0; nt < NS; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        f(racc[mi][nt][e], srow0 + mi * 16 + g + (e / 2) * 8, col0 + nt * 8 + 2 * cq + (e % 2));
+}
+
 template <int RM, int NS>
 __device__ __forceinline__ void load_state(float (&racc)[RM][NS][4], const float* src, int64_t sk,
                                            int64_t sv, int srow0, int col0, int Dk, int Dv, int lane) {
-  const int g = lane / 4, cq = lane % 4;
-#pragma unroll
-  for (int mi = 0; mi < RM; ++mi)
-#pragma unroll
-    for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = srow0 + mi * 16 + g + (e / 2) * 8;
-        const int j = col0 + nt * 8 + 2 * cq + (e % 2);
-        racc[mi][nt][e] = (src && i < Dk && j < Dv) ? src[i * sk + j * sv] : 0.f;
-      }
+  for_state_entries<RM, NS>(racc, srow0, col0, lane, [&](float& x, int i, int j) {
+    x = (src && i < Dk && j < Dv) ? src[i * sk + j * sv] : 0.f;
+  });
 }
 
-// The mirror of load_state (same fragment indexing; a shared visitor would change the
-// generated code of GPU-tested kernels, left for a run that can re-test them).
 template <int RM, int NS>
 __device__ __forceinline__ void save_state(const float (&racc)[RM][NS][4], float* dst, int64_t sk,
                                            int64_t sv, int srow0, int col0, int Dk, int Dv, int lane) {
-  const int g = lane / 4, cq = lane % 4;
-#pragma unroll
-  for (int mi = 0; mi < RM; ++mi)
-#pragma unroll
-    for (int nt = 0; nt < NS; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int i = srow0 + mi * 16 + g + (e / 2) * 8;
-        const int j = col0 + nt * 8 + 2 * cq + (e % 2);
-        if (i < Dk && j < Dv) dst[i * sk + j * sv] = racc[mi][nt][e];
-      }
+  for_state_entries<RM, NS>(racc, srow0, col0, lane, [&](const float& x, int i, int j) {
+    if (i < Dk && j < Dv) dst[i * sk + j * sv] = x;
+  });
 }
 
 // The block's 16-bit copy in shared memory (pitch P), for the Q R products.
