@@ -200,6 +200,7 @@ def main():
                     help="only the 65,536-token table at Dk = Dv = 128 (no B = 1 long rows, other head dims, decode)")
     ap.add_argument("--Ts", type=int, nargs="+", help="sequence lengths of the 65,536-token table")
     ap.add_argument("--name", default="kernels", help="output file stem (NAME.json, NAME.png)")
+    ap.add_argument("--decode-only", action="store_true", help="only the decoding table (use with --name)")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.plot_only:
@@ -217,7 +218,7 @@ def main():
     provs = ["ours"] + [p for p in ("fla_chunk", "official_loop") if p in peers] + ([] if args.quick else ["sdpa"])
     cases = []  # (mode, B, T, Dk, Dv, providers)
     Ts = args.Ts or ([1024, 4096, 16384, 65536] if args.quick else [1024, 2048, 4096, 8192, 16384, 32768, 65536])
-    for mode in args.modes:
+    for mode in [] if args.decode_only else args.modes:
         for T in Ts:
             cases.append((mode, 65536 // T, T, 128, 128, provs))
         if args.main_table_only:
@@ -253,7 +254,8 @@ def main():
             json.dump({"header": header, "chunked": results, "decode": decode}, f, indent=1)
     with open(os.path.join(args.out, f"{args.name}.json"), "w") as f:
         json.dump({"header": header, "chunked": results, "decode": decode}, f, indent=1)
-    plot(results, os.path.join(args.out, f"{args.name}.png"))
+    if results:
+        plot(results, os.path.join(args.out, f"{args.name}.png"))
 
     print("\nmode     B      T       Dk  Dv  roofline  " + "  ".join(f"{p:>13}" for p in provs) + "   ours/roof")
     for r in results:

@@ -18,6 +18,9 @@ for (B, T, H, Dk, Dv, hf) in [(1, 700, 2, 64, 64, False), (2, 130, 3, 100, 48, T
     slope = torch.rand(H, device=dev)
     o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True, head_first=hf)
     (o.float().square().sum() + hT.sum()).backward()
+# the split without initial or final state: pass 1 skips the last segment (fwd, dq, dk/dv)
+q, k, v = (torch.randn(1, 300, 2, 128, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+la.lightning_attn_func(q, k, v, torch.rand(2, device=dev))[0].float().sum().backward()
 cu = torch.tensor([0, 5, 5, 200], device=dev, dtype=torch.int32)
 for D in (64, 128):
     q, k, v = (torch.randn(1, 200, 2, D, device=dev, dtype=torch.float16, requires_grad=True) for _ in range(3))

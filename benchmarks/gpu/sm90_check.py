@@ -3,8 +3,8 @@
 1. Correctness by part, so that a wrong operand layout shows where it is: one chunk without
    a state (scores, mask, scores x V), one chunk from a state (Q R), the final state after
    one and two chunks (the K^T (w V) update), then longer and ragged calls.
-2. Time of fwd and fwd+bwd (H 16, D 128, bf16, decay, 65,536 tokens per call) with
-   LIGHTNING_ATTN_SM90=1 (v6 where it applies) and =0 (v3), side by side.
+2. Time of fwd and fwd+bwd (H 16, D 128, bf16, decay, 65,536 tokens per call) of the
+   VARIANTS below side by side, and the kernels of the split calls (torch.profiler).
 Writes sm90_check.json under --out; exits 1 if a correctness row fails.
 """
 import argparse
@@ -30,14 +30,18 @@ def inputs(B, T, H, D, dtype, state, seed=0):
     return q, k, v, slope, h0
 
 
-def check(rows, name, B, T, H, dtype, state, grad=False, tol=1e-2):
-    q, k, v, slope, h0 = inputs(B, T, H, 128, dtype, state)
+def check(rows, name, B, T, H, dtype, state, grad=False, tol=1e-2, final=True, Dk=128, Dv=128):
+    q, k, v, slope, h0 = inputs(B, T, H, max(Dk, Dv), dtype, state)
+    q, k, v = q[..., :Dk].contiguous(), k[..., :Dk].contiguous(), v[..., :Dv].contiguous()
+    h0 = h0[..., :Dk, :Dv].contiguous() if h0 is not None else None
     if grad:
         q, k, v = (x.requires_grad_() for x in (q, k, v))
-    o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True)
+    o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=final)
     ql, kl, vl = (x.detach().double().requires_grad_(grad) for x in (q, k, v))
     ro, rh = lightning_attn_ref(ql, kl, vl, slope, 1.0, h0.double() if h0 is not None else None)
-    errs = {"o": rel_err(o, ro), "final": rel_err(hT, rh)}
+    errs = {"o": rel_err(o, ro)}
+    if final:
+        errs["final"] = rel_err(hT, rh)
     if grad:
         do = torch.randn_like(o)
         g = torch.autograd.grad((o * do).sum(), (q, k, v))
@@ -66,30 +70,73 @@ def check_varlen(rows, dtype, tol):
                dtype=str(dtype)[6:])
 
 
+# Variants timed side by side: (name, environment). v6 = Hopper kernels (Dk = 256 in 128-wide
+# pieces, the second k piece adding into o in the kernel); v3 = mma.sync kernels; nosplit = no
+# sequence split (the plain grid even when it leaves SMs idle); acc0 = Dk = 256 pieces summed by
+# a separate add.
+VARIANTS = {
+    "v6": {},
+    "v3": {"LIGHTNING_ATTN_SM90": "0"},
+    "nosplit": {"LIGHTNING_ATTN_SPLIT": "0"},
+    "acc0": {"LIGHTNING_ATTN_SM90_ACC": "0"},
+}
+KNOBS = ("LIGHTNING_ATTN_SM90", "LIGHTNING_ATTN_SPLIT", "LIGHTNING_ATTN_SM90_ACC")
+
+
+def set_variant(name):
+    for k in KNOBS:
+        os.environ.pop(k, None)
+    os.environ.update(VARIANTS[name])
+
+
+def kernel_table(fn):
+    """CUDA time per call of every kernel fn launches (torch.profiler, 5 calls)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+    out = {}
+    for e in prof.key_averages():
+        if e.device_time_total > 0:
+            name = e.key.split("(")[0].replace("void lightning_attn::cuda::", "")
+            name = name.replace("(anonymous namespace)::", "").replace("__nv_bfloat16", "bf16")
+            out[name] = out.get(name, 0.0) + e.device_time_total / 5 / 1000
+    return out
+
+
 def timing(rows):
     import triton.testing as tt
-    H, D, total = 16, 128, 65536
-    for T in (1024, 4096, 16384, 65536):
+    H, total = 16, 65536
+    for T, D in ((1024, 128), (4096, 128), (8192, 128), (16384, 128), (32768, 128), (65536, 128),
+                 (4096, 256), (65536, 256)):
         B = total // T
         q, k, v, slope, _ = inputs(B, T, H, D, torch.bfloat16, False)
+        v = v[..., :128].contiguous()
         qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
         do = torch.randn_like(v)
-        res = {"T": T, "B": B}
-        for flag in ("1", "0"):
-            os.environ["LIGHTNING_ATTN_SM90"] = flag
-            fwd = lambda: la.lightning_attn_func(q, k, v, slope)  # noqa: E731
+        res = {"T": T, "B": B, "Dk": D, "Dv": 128}
+        fwd = lambda: la.lightning_attn_func(q, k, v, slope)  # noqa: E731
 
-            def fb():
-                o = la.lightning_attn_func(qg, kg, vg, slope)[0]
-                torch.autograd.grad(o, (qg, kg, vg), do)
+        def fb():
+            o = la.lightning_attn_func(qg, kg, vg, slope)[0]
+            torch.autograd.grad(o, (qg, kg, vg), do)
+        names = ["v6", "v3"] + (["nosplit"] if B * H < 132 and D == 128 else []) + (["acc0"] if D == 256 else [])
+        for name in names:
+            set_variant(name)
             fwd()
+            fb()
             torch.cuda.synchronize()
-            res[f"fwd_sm90={flag}"] = tt.do_bench(fwd, warmup=25, rep=100)
-            res[f"fwdbwd_sm90={flag}"] = tt.do_bench(fb, warmup=25, rep=100)
-        os.environ["LIGHTNING_ATTN_SM90"] = "1"
+            res[f"fwd_{name}"] = tt.do_bench(fwd, warmup=25, rep=100)
+            res[f"fwdbwd_{name}"] = tt.do_bench(fb, warmup=25, rep=100)
+            if name == "v6" and (B * H < 132 or D == 256):
+                res[f"kernels_fwd_{name}"] = kernel_table(fwd)
+                res[f"kernels_fwdbwd_{name}"] = kernel_table(fb)
+        set_variant("v6")
         rows.append(res)
-        print(f"T {T:6} B {B:3}  fwd v6 {res['fwd_sm90=1']:.3f} ms  v3 {res['fwd_sm90=0']:.3f} ms   "
-              f"fwd+bwd v6 {res['fwdbwd_sm90=1']:.3f}  v3 {res['fwdbwd_sm90=0']:.3f}", flush=True)
+        print(f"T {T:6} B {B:3} Dk {D}  fwd " + " ".join(f"{n} {res['fwd_' + n]:.3f}" for n in names)
+              + "   fwd+bwd " + " ".join(f"{n} {res['fwdbwd_' + n]:.3f}" for n in names), flush=True)
+        for key in [k for k in res if k.startswith("kernels_")]:
+            print(f"    {key}: " + ", ".join(f"{n} {t:.3f}" for n, t in res[key].items()), flush=True)
 
 
 def main():
@@ -97,7 +144,7 @@ def main():
     ap.add_argument("--out", default="/tmp/out")
     ap.add_argument("--no-timing", action="store_true")
     a = ap.parse_args()
-    os.environ["LIGHTNING_ATTN_SM90"] = "1"
+    set_variant("v6")
     rows = []
     for dtype in (torch.bfloat16, torch.float16):
         tol = 1e-2 if dtype == torch.bfloat16 else 4e-3
@@ -109,7 +156,17 @@ def main():
             check(rows, f"T={T}, state", 2, T, 3, dtype, True, tol=tol)
         check(rows, "T=4096 B=2 H=4 grad", 2, 4096, 4, dtype, True, grad=True, tol=tol)
         check(rows, "T=65536 B=1 H=2 (split)", 1, 65536, 2, dtype, True, tol=tol)
+        check(rows, "T=65536 B=1 H=2 (split, no final)", 1, 65536, 2, dtype, True, tol=tol, final=False)
+        check(rows, "T=16384 B=4 H=16 (split 2, no final)", 4, 16384, 16, dtype, True, tol=tol, final=False)
         check_varlen(rows, dtype, tol)
+    # Dk = 256 (and Dv = 256): 128-wide pieces
+    for Dk, Dv in ((256, 128), (128, 256), (256, 256)):
+        check(rows, f"Dk={Dk} Dv={Dv} T=1000 grad", 2, 1000, 3, torch.bfloat16, True, grad=True, Dk=Dk, Dv=Dv)
+        check(rows, f"Dk={Dk} Dv={Dv} T=20000 (split)", 1, 20000, 2, torch.bfloat16, True, Dk=Dk, Dv=Dv)
+    check(rows, "Dk=256 fp16 T=777 grad", 2, 777, 3, torch.float16, True, grad=True, tol=4e-3, Dk=256, Dv=128)
+    set_variant("acc0")
+    check(rows, "acc0 Dk=256 T=1000 grad", 2, 1000, 3, torch.bfloat16, True, grad=True, Dk=256, Dv=128)
+    set_variant("v6")
     timings = []
     if not a.no_timing:
         timing(timings)

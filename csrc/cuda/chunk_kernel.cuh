@@ -199,16 +199,24 @@ int chunk_blocks_per_sm_impl(bool state_only) {
 // specialises it); false: not taken.
 template <int DK, int VT, typename TIn>
 bool launch_chunk_fast(const ChunkParams&, bool, cudaStream_t) { return false; }
+// Whether launch_chunk_fast takes p (the only kernels that can accumulate into o).
+template <int DK, int VT, typename TIn>
+bool chunk_fast_takes(const ChunkParams&, bool) { return false; }
 
 // Instantiates the launchers of one (head dim, v tile) for one input type.
 #define LIGHTNING_ATTN_INSTANTIATE_CHUNK(DK, VT, TIN)                                          \
   template <>                                                                                  \
   void launch_chunk<DK, VT, TIN>(const ChunkParams& p, bool state_only, cudaStream_t stream) { \
     if (launch_chunk_fast<DK, VT, TIN>(p, state_only, stream)) return;                         \
+    TORCH_CHECK(!p.o_accumulate, "lightning_attn: internal: o += needs the Hopper kernel");    \
     if (state_only)                                                                            \
       launch_chunk_impl<DK, VT, TIN, true>(p, stream);                                         \
     else                                                                                       \
       launch_chunk_impl<DK, VT, TIN, false>(p, stream);                                        \
+  }                                                                                            \
+  template <>                                                                                  \
+  bool chunk_takes_accumulate<DK, VT, TIN>(const ChunkParams& p) {                             \
+    return chunk_fast_takes<DK, VT, TIN>(p, false);                                            \
   }                                                                                            \
   template <>                                                                                  \
   int chunk_blocks_per_sm<DK, VT, TIN>(bool state_only) {                                      \

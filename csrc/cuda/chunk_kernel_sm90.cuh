@@ -20,26 +20,28 @@ namespace lightning_attn {
 namespace cuda {
 
 // STATE_ONLY (pass 1 of the sequence split): K, V stages only, two of them, no copy of R,
-// so that two blocks fit on an SM.
-template <bool STATE_ONLY>
+// so that two blocks fit on an SM. ACC (o += result): the old O rows are a fourth tile of
+// each stage, two stages to stay inside shared memory.
+template <bool STATE_ONLY, bool ACC = false>
 struct Sm90Smem {
-  static constexpr int kStages = STATE_ONLY ? 2 : 3;
+  static constexpr int kStages = (STATE_ONLY || ACC) ? 2 : 3;
   static constexpr int kPanel = kPanelBytes;                 // 64 rows x 64 columns: 8 KB
   static constexpr int kTile = 2 * kPanel;                   // [64, 128] operand tile
-  static constexpr int kK = STATE_ONLY ? 0 : kTile;          // tile offsets in a stage: [Q] K V
+  static constexpr int kK = STATE_ONLY ? 0 : kTile;          // tile offsets in a stage: [Q] K V [O]
   static constexpr int kV = kK + kTile;
-  static constexpr int kStage = kV + kTile;
+  static constexpr int kO = kV + kTile;
+  static constexpr int kStage = kO + (ACC ? kTile : 0);
   static constexpr int kVw = kPanel;                         // w V of one warpgroup
   static constexpr int kR = STATE_ONLY ? 0 : 2 * kPanel;     // 16-bit R[128, 64] of one warpgroup
   static constexpr int kFixed = kStages * kStage + 2 * kVw + 2 * kR;
   static constexpr size_t bytes = 1024 + kFixed;             // + slack to align the base to 1024
 };
 
-template <typename TIn, bool STATE_ONLY>
+template <typename TIn, bool STATE_ONLY, bool ACC = false>
 __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(const ChunkParams p) {
 #ifdef LIGHTNING_ATTN_SM90A
   using TC = TIn;
-  using L = Sm90Smem<STATE_ONLY>;
+  using L = Sm90Smem<STATE_ONLY, ACC>;
   extern __shared__ __align__(1024) unsigned char smem_sm90[];
   // 1024-byte aligned base (swizzle atoms), by an offset so the compiler keeps shared-space accesses
   unsigned char* smem = smem_sm90 + ((1024 - (smem_addr(smem_sm90) & 1023)) & 1023);
@@ -82,6 +84,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
     if constexpr (!STATE_ONLY) loader.load(tile, qb, p.q_st, first, dir, clen);
     loader.load(tile + L::kK, kb, p.k_st, first, dir, clen);
     loader.load(tile + L::kV, vb, p.v_st, first, dir, clen);
+    if constexpr (ACC) loader.load(tile + L::kO, static_cast<const TIn*>(ob), p.o_st, first, dir, clen);
   };
 
   // ---- this warpgroup's state slice R[128, 64]: m-tile mt holds rows [64 mt, 64 mt + 64)
@@ -165,7 +168,8 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
 
     wgmma_wait<1>();
     fence_regs(oacc);
-    store_rows_pairs<TIn>(oacc, ob, p.o_st, col0, warp, lane, clen, first_row(ci), dir);
+    store_rows_pairs<TIn>(oacc, ob, p.o_st, col0, warp, lane, clen, first_row(ci), dir,
+                          ACC ? sQ + L::kO + wg * L::kPanel : nullptr);
     wgmma_wait<0>();
     fence_regs(racc[0]);
     fence_regs(racc[1]);
@@ -185,10 +189,10 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
 // The Hopper kernel serves Dk = Dv = 128 with 16-byte aligned inputs (and 4-byte aligned output
 // pairs): state-only pass-1 calls in either direction and forward-time full calls. The rest
 // (reversed full sweeps, other shapes, float32) stays generic.
-template <typename TIn, bool STATE_ONLY>
+template <typename TIn, bool STATE_ONLY, bool ACC>
 void launch_chunk_sm90_impl(const ChunkParams& p, cudaStream_t stream) {
-  auto kernel = chunk_kernel_sm90<TIn, STATE_ONLY>;
-  const int smem = int(Sm90Smem<STATE_ONLY>::bytes);
+  auto kernel = chunk_kernel_sm90<TIn, STATE_ONLY, ACC>;
+  const int smem = int(Sm90Smem<STATE_ONLY, ACC>::bytes);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned(p.nseg));
   kernel<<<grid, 256, smem, stream>>>(p);
@@ -196,15 +200,22 @@ void launch_chunk_sm90_impl(const ChunkParams& p, cudaStream_t stream) {
 }
 
 template <typename TIn>
-bool launch_chunk_sm90(const ChunkParams& p, bool state_only, cudaStream_t stream) {
+bool chunk_sm90_takes(const ChunkParams& p, bool state_only) {
   if (p.Dk != 128 || p.Dv != 128 || !p.k_vec || !p.v_vec || !sm90_enabled()) return false;
   if (!state_only && (p.reverse || !p.q_vec || !p.o_vec2)) return false;
   static const bool runs = sm90_binary(chunk_kernel_sm90<TIn, false>);
-  if (!runs) return false;
+  return runs;
+}
+
+template <typename TIn>
+bool launch_chunk_sm90(const ChunkParams& p, bool state_only, cudaStream_t stream) {
+  if (!chunk_sm90_takes<TIn>(p, state_only)) return false;
   if (state_only)
-    launch_chunk_sm90_impl<TIn, true>(p, stream);
+    launch_chunk_sm90_impl<TIn, true, false>(p, stream);
+  else if (p.o_accumulate)
+    launch_chunk_sm90_impl<TIn, false, true>(p, stream);
   else
-    launch_chunk_sm90_impl<TIn, false>(p, stream);
+    launch_chunk_sm90_impl<TIn, false, false>(p, stream);
   return true;
 }
 
@@ -215,6 +226,14 @@ bool launch_chunk_fast<128, 128, __nv_bfloat16>(const ChunkParams& p, bool state
 template <>
 bool launch_chunk_fast<128, 128, __half>(const ChunkParams& p, bool state_only, cudaStream_t stream) {
   return launch_chunk_sm90<__half>(p, state_only, stream);
+}
+template <>
+bool chunk_fast_takes<128, 128, __nv_bfloat16>(const ChunkParams& p, bool state_only) {
+  return chunk_sm90_takes<__nv_bfloat16>(p, state_only);
+}
+template <>
+bool chunk_fast_takes<128, 128, __half>(const ChunkParams& p, bool state_only) {
+  return chunk_sm90_takes<__half>(p, state_only);
 }
 
 }  // namespace cuda

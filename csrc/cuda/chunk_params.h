@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstdlib>
 
 #include <cuda_runtime.h>
 
@@ -23,6 +24,12 @@ namespace cuda {
 
 constexpr int kChunk = 64;     // tokens per chunk (one 16-row mma tile per warp)
 constexpr int kWarps = 8;      // warps per block of the chunk kernel: 4 row tiles x 2 column halves
+
+// LIGHTNING_ATTN_SM90=0 turns the Hopper kernels off (read at every call, for A/B runs).
+inline bool sm90_enabled() {
+  const char* env = std::getenv("LIGHTNING_ATTN_SM90");
+  return env == nullptr || env[0] != '0';
+}
 
 // Padded head dim of the q/k operands: 64, 128 or 256 (one instantiation each).
 inline int padded_dk(int64_t dk) { return dk <= 64 ? 64 : (dk <= 128 ? 128 : 256); }
@@ -67,6 +74,7 @@ struct ChunkParams {
 
   int64_t seg_len;  // tokens per segment (a multiple of kChunk); >= T without a split
   int nseg;         // segments per sequence (grid.y)
+  bool o_accumulate;  // o += this problem's output (only where chunk_fast_takes says so)
 };
 
 // Fused reversed sweep of the backward for dk and dv (Dk, Dv <= 128): one pass over
@@ -116,6 +124,7 @@ struct ScanParams {
   int Dk, Dv, H, N;
   int64_t T, seg_len;
   int nseg;
+  int nlocal;  // sub-segments with a local state (nseg, or nseg - F when no final state is asked)
   const int32_t* cu32;
   const int64_t* cu64;
   const float* slope;
@@ -136,6 +145,10 @@ struct DecodeParams {
 // TIn: float, __half or __nv_bfloat16 (defined in the chunk_dk*.cu files).
 template <int DK, int VT, typename TIn>
 void launch_chunk(const ChunkParams& p, bool state_only, cudaStream_t stream);
+// Whether launch_chunk runs p with o_accumulate (o += result) on this device and build:
+// the Hopper kernel only.
+template <int DK, int VT, typename TIn>
+bool chunk_takes_accumulate(const ChunkParams& p);
 // Blocks of the chunk kernel that fit on one SM (for choosing the split).
 template <int DK, int VT, typename TIn>
 int chunk_blocks_per_sm(bool state_only);

@@ -7,6 +7,8 @@
 // combines them with lambda^segment_length, pass 2 computes the outputs from each
 // segment's incoming state. No host synchronisation; workspaces come from the
 // caching allocator on the current stream, so the ops capture in CUDA graphs.
+#include <cstdlib>
+
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -55,6 +57,7 @@ struct Problem {
   Tensor init;
   // final state out, same orientation rules, or undefined
   Tensor final_state;
+  bool accumulate = false;  // o += this problem's output
 };
 
 struct Common {
@@ -71,6 +74,12 @@ struct SplitPlan {
   int64_t F = 1;                  // pass-1 sub-segments per segment
 };
 
+// LIGHTNING_ATTN_SPLIT=0 turns the sequence split off (read at every call, for A/B runs).
+bool split_enabled() {
+  const char* env = std::getenv("LIGHTNING_ATTN_SPLIT");
+  return env == nullptr || env[0] != '0';
+}
+
 // Split each sequence into nseg segments when the plain grid (base_blocks) would leave
 // SMs idle. The split costs a second read of k and v (pass 1), so it is used only below
 // one full wave. Pass 1 (local states) runs on F-times finer sub-segments: its blocks
@@ -79,7 +88,7 @@ SplitPlan plan_split(const Common& c, int64_t base_blocks, int blocks_per_sm, in
   SplitPlan s;
   const int64_t capacity = int64_t(c.num_sms) * blocks_per_sm;
   const int64_t chunks = (c.T + cuda::kChunk - 1) / cuda::kChunk;
-  int64_t nseg = base_blocks >= capacity ? 1 : std::min<int64_t>(capacity / base_blocks, chunks);
+  int64_t nseg = base_blocks >= capacity || !split_enabled() ? 1 : std::min<int64_t>(capacity / base_blocks, chunks);
   nseg = std::max<int64_t>(1, std::min<int64_t>(nseg, 65535));
   int64_t seg_chunks = (chunks + nseg - 1) / nseg;
   if (nseg > 1) {
@@ -93,23 +102,27 @@ SplitPlan plan_split(const Common& c, int64_t base_blocks, int blocks_per_sm, in
   return s;
 }
 
-// Pass 1 and the scan of a split call: local states of every sub-segment of the state
+// Pass 1 and the scan of a split call: local states of the sub-segments of the state
 // problem p (its k, v, scales and direction), then the state entering each sub-segment
 // (returned, [nsub, N, H, Dk, Dv]) and the final state (written to final_state if defined).
+// Without a final state the last segment's sub-segments are skipped: no later segment
+// needs them (saves 1/nseg of pass 1, half of it at nseg = 2).
 template <int DK, int VT, typename TIn>
 Tensor segment_states(const ChunkParams& p, const SplitPlan& plan, const Tensor& init,
                       const Tensor& final_state, const Common& c, cudaStream_t stream) {
   const int64_t sub_len = plan.seg_len / plan.F;
   const int64_t nsub = (c.T + sub_len - 1) / sub_len;
+  const int64_t nlocal = final_state.defined() ? nsub : (plan.nseg - 1) * plan.F;
   const auto fopts = at::TensorOptions().device(at::kCUDA, c10::cuda::current_device()).dtype(at::kFloat);
-  const Tensor local = at::empty({nsub, c.N, c.H, p.Dk, p.Dv}, fopts);
+  const Tensor local = at::empty({nlocal, c.N, c.H, p.Dk, p.Dv}, fopts);
   const Tensor s_in = at::empty({nsub, c.N, c.H, p.Dk, p.Dv}, fopts);
   ChunkParams p1 = p;
   p1.q = nullptr;
   p1.o = nullptr;
+  p1.o_accumulate = false;
   p1.init = nullptr;
   p1.seg_len = sub_len;
-  p1.nseg = int(nsub);
+  p1.nseg = int(nlocal);
   p1.out_state = local.data_ptr<float>();
   p1.out_sseg = local.stride(0), p1.out_sn = local.stride(1), p1.out_sh = local.stride(2),
   p1.out_sk = local.stride(3), p1.out_sv = local.stride(4);
@@ -129,6 +142,7 @@ Tensor segment_states(const ChunkParams& p, const SplitPlan& plan, const Tensor&
     s.fin_sk = final_state.stride(2), s.fin_sv = final_state.stride(3);
   }
   s.Dk = p.Dk, s.Dv = p.Dv, s.H = p.H, s.N = p.N, s.T = p.T, s.seg_len = sub_len, s.nseg = int(nsub);
+  s.nlocal = int(nlocal);
   s.cu32 = c.cu32, s.cu64 = c.cu64, s.slope = c.slope;
   cuda::launch_scan(s, stream);
   return s_in;
@@ -154,6 +168,17 @@ void run_problem_typed(const Problem& pb, const Common& c, cudaStream_t stream) 
   p.scale_intra = pb.scale_intra, p.scale_state = pb.scale_state, p.scale_upd = pb.scale_upd;
   p.qoff = pb.qoff, p.koff = pb.koff, p.reverse = pb.reverse;
 
+  if (pb.accumulate) {
+    p.o_accumulate = cuda::chunk_takes_accumulate<DK, VT, TIn>(p);
+    if (!p.o_accumulate) {  // no kernel here adds into o: a temporary and an add
+      Problem tmp = pb;
+      tmp.accumulate = false;
+      tmp.o = at::empty_like(pb.o);
+      run_problem_typed<DK, VT, TIn>(tmp, c, stream);
+      pb.o.add_(tmp.o);
+      return;
+    }
+  }
   const int64_t nvt = (p.Dv + VT - 1) / VT;
   const SplitPlan plan = plan_split(c, c.N * c.H * nvt, cuda::chunk_blocks_per_sm<DK, VT, TIn>(false),
                                     cuda::chunk_blocks_per_sm<DK, VT, TIn>(true));
@@ -185,7 +210,7 @@ void run_problem_typed(const Problem& pb, const Common& c, cudaStream_t stream) 
 }
 
 template <typename TIn>
-void run_problem_dk(const Problem& pb, const Common& c, cudaStream_t stream) {
+void run_problem_typed_dk(const Problem& pb, const Common& c, cudaStream_t stream) {
   const bool v64 = pb.v.size(3) <= 64;
   switch (cuda::padded_dk(pb.q.size(3))) {
     case 64:
@@ -196,11 +221,58 @@ void run_problem_dk(const Problem& pb, const Common& c, cudaStream_t stream) {
   }
 }
 
+// Head dims of 256 on sm_90 run as 128-wide pieces through the Hopper kernels (Dk = Dv =
+// 128 only) instead of the portable 256-wide kernel (measured in KERNEL_NOTES.md, v7):
+// columns of v are independent (each piece writes its columns of o and of the state),
+// and the k dimension is a sum, o = o(q1, k1, v) + o(q2, k2, v) with the state's rows
+// split the same way, so a second k piece adds its output into o (in the kernel, which
+// loads the old rows with the chunk; LIGHTNING_ATTN_SM90_ACC=0: a temporary and an add).
+bool hopper_pieces(const Tensor& x, int64_t Dk, int64_t Dv) {
+  const auto dt = x.scalar_type();
+  if (dt != at::kHalf && dt != at::kBFloat16) return false;
+  if ((Dk != 128 && Dk != 256) || (Dv != 128 && Dv != 256) || (Dk == 128 && Dv == 128)) return false;
+  int dev = 0, major = 0, minor = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&dev));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  return major == 9 && minor == 0 && cuda::sm90_enabled();
+}
+
+// [.., 128 rows from r, 128 columns from c] of a state, or undefined.
+Tensor state_piece(const Tensor& s, int64_t r, int64_t c) {
+  return s.defined() ? s.narrow(2, r, 128).narrow(3, c, 128) : Tensor();
+}
+
+void run_problem_dk(const Problem& pb, const Common& c, cudaStream_t stream);
+
+void run_problem_pieces(const Problem& pb, const Common& c, cudaStream_t stream) {
+  const int64_t Dk = pb.q.size(3), Dv = pb.v.size(3);
+  const char* env = std::getenv("LIGHTNING_ATTN_SM90_ACC");
+  const bool in_kernel = env == nullptr || env[0] != '0';
+  const Tensor extra = Dk > 128 && !in_kernel ? at::empty_like(pb.o) : Tensor();
+  for (int64_t kp = 0; kp < Dk; kp += 128)
+    for (int64_t vp = 0; vp < Dv; vp += 128) {
+      Problem sub = pb;
+      sub.q = pb.q.narrow(3, kp, 128), sub.k = pb.k.narrow(3, kp, 128), sub.v = pb.v.narrow(3, vp, 128);
+      sub.o = (kp == 0 || in_kernel ? pb.o : extra).narrow(3, vp, 128);
+      sub.accumulate = kp > 0 && in_kernel;
+      sub.init = state_piece(pb.init, kp, vp);
+      sub.final_state = state_piece(pb.final_state, kp, vp);
+      run_problem_dk(sub, c, stream);
+    }
+  if (extra.defined()) pb.o.add_(extra);
+}
+
 void run_problem(const Problem& pb, const Common& c, cudaStream_t stream) {
+  if (hopper_pieces(pb.q, pb.q.size(3), pb.v.size(3))) return run_problem_pieces(pb, c, stream);
+  run_problem_dk(pb, c, stream);
+}
+
+void run_problem_dk(const Problem& pb, const Common& c, cudaStream_t stream) {
   switch (pb.q.scalar_type()) {
-    case at::kFloat: return run_problem_dk<float>(pb, c, stream);
-    case at::kHalf: return run_problem_dk<__half>(pb, c, stream);
-    case at::kBFloat16: return run_problem_dk<__nv_bfloat16>(pb, c, stream);
+    case at::kFloat: return run_problem_typed_dk<float>(pb, c, stream);
+    case at::kHalf: return run_problem_typed_dk<__half>(pb, c, stream);
+    case at::kBFloat16: return run_problem_typed_dk<__nv_bfloat16>(pb, c, stream);
     default: TORCH_CHECK(false, "lightning_attn: unsupported dtype ", pb.q.scalar_type());
   }
 }
@@ -269,6 +341,27 @@ void run_dkdv_dims(const Tensor& q, const Tensor& k, const Tensor& v, const Tens
   if (k64) return run_dkdv_typed<64, 128, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
   if (v64) return run_dkdv_typed<128, 64, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
   return run_dkdv_typed<128, 128, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
+}
+
+void run_dkdv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& dk,
+              const Tensor& dv, float scale, const Tensor& ds_init, const Tensor& d_initial,
+              const Common& c, cudaStream_t stream);
+
+// The fused dk/dv sweep in 128-wide pieces (see hopper_pieces): dk sums over the v pieces
+// (do . v), dv over the k pieces (q . k); the state dS and d_initial split by rows and columns.
+void run_dkdv_pieces(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& dk,
+                     const Tensor& dv, float scale, const Tensor& ds_init, const Tensor& d_initial,
+                     const Common& c, cudaStream_t stream) {
+  const int64_t Dk = q.size(3), Dv = v.size(3);
+  const Tensor dk_extra = Dv > 128 ? at::empty_like(dk) : Tensor();
+  const Tensor dv_extra = Dk > 128 ? at::empty_like(dv) : Tensor();
+  for (int64_t kp = 0; kp < Dk; kp += 128)
+    for (int64_t vp = 0; vp < Dv; vp += 128)
+      run_dkdv(q.narrow(3, kp, 128), k.narrow(3, kp, 128), v.narrow(3, vp, 128), dout.narrow(3, vp, 128),
+               (vp == 0 ? dk : dk_extra).narrow(3, kp, 128), (kp == 0 ? dv : dv_extra).narrow(3, vp, 128), scale,
+               state_piece(ds_init, kp, vp), state_piece(d_initial, kp, vp), c, stream);
+  if (dk_extra.defined()) dk.add_(dk_extra);
+  if (dv_extra.defined()) dv.add_(dv_extra);
 }
 
 void run_dkdv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& dk,
@@ -363,6 +456,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cuda(
     pb.reverse = false;
     if (initial_state.has_value()) pb.init = initial_state->transpose(2, 3);
     run_problem(pb, c, stream);
+  }
+  if (hopper_pieces(q, d.Dk, d.Dv)) {
+    run_dkdv_pieces(q, k, v, dout, canonical(dk_user, head_first), canonical(dv_user, head_first), s,
+                    d_final_state.has_value() ? *d_final_state : Tensor(),
+                    initial_state.has_value() ? d_initial : Tensor(), c, stream);
+    return {dq_user, dk_user, dv_user, d_initial};
   }
   if (d.Dk <= 128 && d.Dv <= 128) {
     // One fused reversed sweep for dk and dv (measured in KERNEL_NOTES.md).

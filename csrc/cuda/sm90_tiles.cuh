@@ -5,8 +5,6 @@
 // (warp w of its warpgroup: rows 16 w + g, +8; lane = 4 g + cq: columns 8 j + 2 cq, +1).
 #pragma once
 
-#include <cstdlib>
-
 #include "chunk_params.h"
 #include "mma_utils.cuh"
 #include "warp_tiles.cuh"
@@ -64,10 +62,12 @@ struct PanelLoader {
 
 // Stores this warp's two rows of a [64, 64] accumulator tile (tile rows 16 warp + g, +8 ->
 // output rows first + dir * row; columns c0 + 8 j + 2 cq) as 16-bit pairs: the output is
-// 4-byte aligned with even strides (host-checked).
+// 4-byte aligned with even strides (host-checked). With `old` (a panel holding the same
+// tile rows and columns of the output as loaded before), stores acc + old instead.
 template <typename TIn>
 __device__ __forceinline__ void store_rows_pairs(const float (&acc)[8][4], TIn* ob, int64_t st, int c0, int warp,
-                                                 int lane, int clen, int64_t first, int dir) {
+                                                 int lane, int clen, int64_t first, int dir,
+                                                 const unsigned char* old = nullptr) {
   const int g = lane / 4, cq = lane % 4;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -75,7 +75,14 @@ __device__ __forceinline__ void store_rows_pairs(const float (&acc)[8][4], TIn* 
     if (r < clen) {
       uint32_t* orow = reinterpret_cast<uint32_t*>(ob + (first + dir * r) * st + c0 + 2 * cq);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) orow[j * 4] = pack2<TIn>(acc[j][2 * half], acc[j][2 * half + 1]);
+      for (int j = 0; j < 8; ++j) {
+        float lo = acc[j][2 * half], hi = acc[j][2 * half + 1];
+        if (old != nullptr) {
+          const float2 x = unpack2<TIn>(*reinterpret_cast<const uint32_t*>(old + panel_offset(r, j * 8 + 2 * cq)));
+          lo += x.x, hi += x.y;
+        }
+        orow[j * 4] = pack2<TIn>(lo, hi);
+      }
     }
   }
 }
@@ -153,11 +160,6 @@ __device__ __forceinline__ void issue_state_update(float (&racc)[2][8][4], const
       wgmma_ss<TC, 1, 1>(racc[mt], mnmajor_desc(x + mt * kPanelBytes, kk), mnmajor_desc(w, kk), 1);
 }
 
-// LIGHTNING_ATTN_SM90=0 turns the Hopper kernels off (read at every call, for A/B runs).
-inline bool sm90_enabled() {
-  const char* env = std::getenv("LIGHTNING_ATTN_SM90");
-  return env == nullptr || env[0] != '0';
-}
 // Whether this build holds sm_90a code of `kernel` and the current device runs it.
 template <typename Kernel>
 bool sm90_binary(Kernel kernel) {

@@ -2,6 +2,8 @@
 //  - the segment scan of the sequence split (S_in[s+1] = lambda^len_s S_in[s] + local[s]);
 //  - the decoding step (state <- lambda state + k v^T in place, o = scale state^T q).
 // Both are bound by memory: each state element is read and written once.
+#include <algorithm>
+
 #include "chunk_params.h"
 #include "mma_utils.cuh"
 #include "torch_cuda_headers.h"
@@ -28,47 +30,53 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const ScanParams p) 
     if (rest <= 0) break;  // this and later segments are empty: their blocks exit early
     const int64_t L = rest < p.seg_len ? rest : p.seg_len;
     p.s_in[seg * plane + off] = s;
+    if (seg == p.nlocal) break;  // the last segment's own state is not needed
     s = exp2f(float(L) * l2) * s + p.local[seg * plane + off];
   }
   if (p.final_state) p.final_state[n * p.fin_sn + h * p.fin_sh + i * p.fin_sk + j * p.fin_sv] = s;
 }
 
-// Decoding: one block per (b, h). Thread (rg, cg) owns columns [cg*VEC, cg*VEC+VEC) of
-// rows rg, rg + RG, ...; partial o sums are reduced across row groups in shared memory.
+// Decoding: one block per (b, h, slice of cw state columns); the slices let small batches
+// (B x H well below the SM count) spread their state reads over many SMs, so a step costs
+// about one DRAM round trip (measured in KERNEL_NOTES.md, decode v2). Thread (rg, cg) owns
+// columns [c0 + cg VEC, + VEC) of rows rg, rg + RG, ...; partial o sums are reduced across
+// row groups in shared memory.
 constexpr int kDecodeThreads = 256;
 
 template <typename TIn, int VEC>
-__global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const DecodeParams p) {
+__global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const DecodeParams p, int cw) {
   extern __shared__ float dsm[];
   const int b = blockIdx.x / p.H, h = blockIdx.x % p.H;
+  const int c0 = blockIdx.y * cw;
+  const int cols = min(cw, p.Dv - c0);
   float* sq = dsm;              // [Dk]
   float* sk = sq + p.Dk;        // [Dk]
-  float* sv = sk + p.Dk;        // [Dv]
-  float* red = sv + p.Dv;       // [RG, Dv]
+  float* sv = sk + p.Dk;        // [cw]
+  float* red = sv + cw;         // [RG, cw]
   const TIn* q = static_cast<const TIn*>(p.q) + b * p.q_sb + h * p.q_sh;
   const TIn* k = static_cast<const TIn*>(p.k) + b * p.k_sb + h * p.k_sh;
-  const TIn* v = static_cast<const TIn*>(p.v) + b * p.v_sb + h * p.v_sh;
+  const TIn* v = static_cast<const TIn*>(p.v) + b * p.v_sb + h * p.v_sh + c0;
   for (int i = threadIdx.x; i < p.Dk; i += kDecodeThreads) {
     sq[i] = to_float(q[i]);
     sk[i] = to_float(k[i]);
   }
-  for (int j = threadIdx.x; j < p.Dv; j += kDecodeThreads) sv[j] = to_float(v[j]);
+  for (int j = threadIdx.x; j < cols; j += kDecodeThreads) sv[j] = to_float(v[j]);
   __syncthreads();
 
   const float lambda = exp2f(log2_lambda(p.slope, h));
-  const int ncg = (p.Dv + VEC - 1) / VEC;
-  const int RG = kDecodeThreads / ncg;  // >= 1 since Dv <= 256
+  const int ncg = (cw + VEC - 1) / VEC;  // as on the host (the size of red)
+  const int RG = kDecodeThreads / ncg;  // >= 1 since cw <= 256
   const int cg = threadIdx.x % ncg, rg = threadIdx.x / ncg;
   float acc[VEC];
 #pragma unroll
   for (int e = 0; e < VEC; ++e) acc[e] = 0.f;
-  float* S = p.state + (int64_t(b) * p.H + h) * p.Dk * p.Dv;
+  float* S = p.state + (int64_t(b) * p.H + h) * p.Dk * p.Dv + c0;
   const int j0 = cg * VEC;
-  if (rg < RG) {
+  if (rg < RG && j0 < cols) {  // cols: a multiple of VEC
     float vj[VEC];
 #pragma unroll
     for (int e = 0; e < VEC; ++e) vj[e] = sv[j0 + e];
-#pragma unroll 4
+#pragma unroll 8
     for (int i = rg; i < p.Dk; i += RG) {
       float* row = S + int64_t(i) * p.Dv + j0;
       const float ki = sk[i], qi = sq[i];
@@ -90,13 +98,13 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const DecodePara
       }
     }
 #pragma unroll
-    for (int e = 0; e < VEC; ++e) red[rg * p.Dv + j0 + e] = acc[e];
+    for (int e = 0; e < VEC; ++e) red[rg * cw + j0 + e] = acc[e];
   }
   __syncthreads();
-  TIn* o = static_cast<TIn*>(p.o) + (int64_t(b) * p.H + h) * p.Dv;
-  for (int j = threadIdx.x; j < p.Dv; j += kDecodeThreads) {
+  TIn* o = static_cast<TIn*>(p.o) + (int64_t(b) * p.H + h) * p.Dv + c0;
+  for (int j = threadIdx.x; j < cols; j += kDecodeThreads) {
     float s = 0.f;
-    for (int r = 0; r < RG; ++r) s += red[r * p.Dv + j];
+    for (int r = 0; r < RG; ++r) s += red[r * cw + j];
     o[j] = from_float<TIn>(p.scale * s);
   }
 }
@@ -116,14 +124,24 @@ void launch_decode(const DecodeParams& p, cudaStream_t stream) {
   // float4 rows need Dv % 4 == 0 (the state is contiguous and 16-byte aligned then).
   const bool vec4 = p.Dv % 4 == 0 && reinterpret_cast<uintptr_t>(p.state) % 16 == 0;
   const int vec = vec4 ? 4 : 1;
-  const int ncg = (p.Dv + vec - 1) / vec;
+  // Column slices (at least 16 columns) until the grid covers about two blocks per SM.
+  int dev = 0, sms = 132;
+  C10_CUDA_CHECK(cudaGetDevice(&dev));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  const int64_t bh = int64_t(p.B) * p.H;
+  const int64_t want = (2 * int64_t(sms) + bh - 1) / bh;
+  const int max_slices = std::max(1, p.Dv / 16);
+  const int slices = int(std::min<int64_t>(want, max_slices));
+  const int cw = ((p.Dv + slices - 1) / slices + vec - 1) / vec * vec;
+  const int nslice = (p.Dv + cw - 1) / cw;
+  const int ncg = (cw + vec - 1) / vec;
   const int RG = kDecodeThreads / ncg;
-  const size_t smem = sizeof(float) * (2 * p.Dk + p.Dv + size_t(RG) * p.Dv);
-  const dim3 grid(unsigned(p.B * p.H));
+  const size_t smem = sizeof(float) * (2 * p.Dk + cw + size_t(RG) * cw);
+  const dim3 grid{unsigned(bh), unsigned(nslice)};
   if (vec4)
-    decode_kernel<TIn, 4><<<grid, kDecodeThreads, smem, stream>>>(p);
+    decode_kernel<TIn, 4><<<grid, kDecodeThreads, smem, stream>>>(p, cw);
   else
-    decode_kernel<TIn, 1><<<grid, kDecodeThreads, smem, stream>>>(p);
+    decode_kernel<TIn, 1><<<grid, kDecodeThreads, smem, stream>>>(p, cw);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
