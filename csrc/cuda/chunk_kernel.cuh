@@ -216,7 +216,9 @@ bool chunk_fast_takes(const ChunkParams&, bool) { return false; }
   }                                                                                            \
   template <>                                                                                  \
   bool chunk_takes_accumulate<DK, VT, TIN>(const ChunkParams& p) {                             \
-    return chunk_fast_takes<DK, VT, TIN>(p, false);                                            \
+    ChunkParams a = p;                                                                         \
+    a.o_accumulate = true;                                                                     \
+    return chunk_fast_takes<DK, VT, TIN>(a, false);                                            \
   }                                                                                            \
   template <>                                                                                  \
   int chunk_blocks_per_sm<DK, VT, TIN>(bool state_only) {                                      \

@@ -202,7 +202,7 @@ void launch_chunk_sm90_impl(const ChunkParams& p, cudaStream_t stream) {
 template <typename TIn>
 bool chunk_sm90_takes(const ChunkParams& p, bool state_only) {
   if (p.Dk != 128 || p.Dv != 128 || !p.k_vec || !p.v_vec || !sm90_enabled()) return false;
-  if (!state_only && (p.reverse || !p.q_vec || !p.o_vec2)) return false;
+  if (!state_only && (p.reverse || !p.q_vec || !p.o_vec2 || (p.o_accumulate && !p.o_vec))) return false;
   static const bool runs = sm90_binary(chunk_kernel_sm90<TIn, false>);
   return runs;
 }

@@ -51,6 +51,7 @@ struct ChunkParams {
   int64_t o_sb, o_st, o_sh;
   bool q_vec, k_vec, v_vec;  // 16-byte loads are legal (aligned base and strides)
   bool o_vec2;               // 2-element stores are legal
+  bool o_vec;                // 16-byte loads of o are legal (needed to accumulate into it)
 
   int Dk, Dv;   // real head dims of this (generic) problem
   int H, N;     // heads, sequences

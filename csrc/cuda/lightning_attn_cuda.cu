@@ -160,7 +160,7 @@ void run_problem_typed(const Problem& pb, const Common& c, cudaStream_t stream) 
   p.v_sb = pb.v.stride(0), p.v_st = pb.v.stride(1), p.v_sh = pb.v.stride(2);
   p.o_sb = pb.o.stride(0), p.o_st = pb.o.stride(1), p.o_sh = pb.o.stride(2);
   p.q_vec = vec16_ok(pb.q), p.k_vec = vec16_ok(pb.k), p.v_vec = vec16_ok(pb.v);
-  p.o_vec2 = vec2_ok(pb.o);
+  p.o_vec2 = vec2_ok(pb.o), p.o_vec = vec16_ok(pb.o);
   p.Dk = int(pb.q.size(3));
   p.Dv = int(pb.v.size(3));
   p.H = int(c.H), p.N = int(c.N), p.T = c.T;
