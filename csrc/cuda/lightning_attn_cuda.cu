@@ -66,6 +66,7 @@ struct Common {
   const int64_t* cu64 = nullptr;
   const float* slope = nullptr;
   int num_sms = 132;
+  bool sm90 = false;  // the device is sm_90 (H100/H200)
 };
 
 // How a call splits its sequences (see run_problem_typed).
@@ -227,15 +228,11 @@ void run_problem_typed_dk(const Problem& pb, const Common& c, cudaStream_t strea
 // and the k dimension is a sum, o = o(q1, k1, v) + o(q2, k2, v) with the state's rows
 // split the same way, so a second k piece adds its output into o (in the kernel, which
 // loads the old rows with the chunk; LIGHTNING_ATTN_SM90_ACC=0: a temporary and an add).
-bool hopper_pieces(const Tensor& x, int64_t Dk, int64_t Dv) {
+bool hopper_pieces(const Tensor& x, int64_t Dk, int64_t Dv, const Common& c) {
   const auto dt = x.scalar_type();
   if (dt != at::kHalf && dt != at::kBFloat16) return false;
   if ((Dk != 128 && Dk != 256) || (Dv != 128 && Dv != 256) || (Dk == 128 && Dv == 128)) return false;
-  int dev = 0, major = 0, minor = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&dev));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
-  return major == 9 && minor == 0 && cuda::sm90_enabled();
+  return c.sm90 && cuda::sm90_enabled();
 }
 
 // [.., 128 rows from r, 128 columns from c] of a state, or undefined.
@@ -264,7 +261,7 @@ void run_problem_pieces(const Problem& pb, const Common& c, cudaStream_t stream)
 }
 
 void run_problem(const Problem& pb, const Common& c, cudaStream_t stream) {
-  if (hopper_pieces(pb.q, pb.q.size(3), pb.v.size(3))) return run_problem_pieces(pb, c, stream);
+  if (hopper_pieces(pb.q, pb.q.size(3), pb.v.size(3), c)) return run_problem_pieces(pb, c, stream);
   run_problem_dk(pb, c, stream);
 }
 
@@ -390,9 +387,12 @@ Common make_common(const AttnDims& d, const std::optional<Tensor>& slope,
     else
       c.cu64 = cu.data_ptr<int64_t>();
   }
-  int dev = 0;
+  int dev = 0, major = 0, minor = 0;
   C10_CUDA_CHECK(cudaGetDevice(&dev));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&c.num_sms, cudaDevAttrMultiProcessorCount, dev));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev));
+  c.sm90 = major == 9 && minor == 0;
   return c;
 }
 
@@ -457,7 +457,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cuda(
     if (initial_state.has_value()) pb.init = initial_state->transpose(2, 3);
     run_problem(pb, c, stream);
   }
-  if (hopper_pieces(q, d.Dk, d.Dv)) {
+  if (hopper_pieces(q, d.Dk, d.Dv, c)) {
     run_dkdv_pieces(q, k, v, dout, canonical(dk_user, head_first), canonical(dv_user, head_first), s,
                     d_final_state.has_value() ? *d_final_state : Tensor(),
                     initial_state.has_value() ? d_initial : Tensor(), c, stream);
