@@ -211,6 +211,57 @@ def test_backward_split(D, state):
         assert torch.isfinite(g).all() and rel_err(g, rg) < 1e-2, name
 
 
+@pytest.mark.parametrize("head_first,state", [(False, True), (True, False)])
+def test_split_states_in_output_rows(head_first, state, monkeypatch):
+    """B x H = SMs / 2, T = 4096: two segments of four 512-token sub-segments, so the split
+    keeps its segment states in the rows of o (forward), dq and dk (backward, reversed time for
+    dk) instead of a workspace. The same bits as with the workspace (LIGHTNING_ATTN_SPLIT_WS=1),
+    float64-accurate, and no memory beyond the outputs in forward and backward."""
+    B, T, H, D = 2, 4096, torch.cuda.get_device_properties(0).multi_processor_count // 4, 128
+    q, k, v, slope, h0 = make_inputs(B, T, H, D, D, torch.bfloat16, state=state, head_first=head_first,
+                                     slope_scale=0.02)
+    do = torch.randn_like(v)
+    dh = torch.randn_like(h0) if state else None
+
+    def run():
+        leaves = [x.detach().requires_grad_() for x in (q, k, v) + ((h0,) if state else ())]
+        o, hT = la.lightning_attn_func(*leaves[:3], slope, 1.0, leaves[3] if state else None,
+                                       output_final_state=state, head_first=head_first)
+        loss = (o * do).sum() + ((hT * dh).sum() if state else 0)
+        return [o.detach(), hT] + list(torch.autograd.grad(loss, leaves))
+
+    def fwd():
+        return la.lightning_attn_func(q, k, v, slope, 1.0, head_first=head_first)[0]
+
+    def fwd_bwd():
+        leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+        o = la.lightning_attn_func(*leaves, slope, 1.0, head_first=head_first)[0]
+        return [o] + list(torch.autograd.grad(o, leaves, do))
+
+    def extra_bytes(fn):  # peak allocated during fn, outputs included
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        out = fn()
+        torch.cuda.synchronize()
+        del out
+        return torch.cuda.max_memory_allocated() - before
+
+    o_bytes = v.numel() * v.element_size()
+    in_rows = run()
+    rows_fwd, rows_fb = extra_bytes(fwd), extra_bytes(fwd_bwd)
+    monkeypatch.setenv("LIGHTNING_ATTN_SPLIT_WS", "1")
+    in_ws = run()
+    ws_fwd, ws_fb = extra_bytes(fwd), extra_bytes(fwd_bwd)
+    for name, a, b in zip(["o", "hT", "dq", "dk", "dv", "dh0"], in_rows, in_ws):
+        assert (a is None and b is None) or torch.equal(a, b), name
+    assert rows_fwd == o_bytes < ws_fwd, (rows_fwd, o_bytes, ws_fwd)  # o only
+    assert rows_fb == 4 * o_bytes < ws_fb, (rows_fb, o_bytes, ws_fb)  # o, dq, dk, dv only
+    if not head_first:
+        ro, rhT = chunked_ref(q, k, v, slope, 1.0, h0)
+        assert rel_err(in_rows[0], ro) < 1e-2 and rel_err(in_rows[1], rhT) < 1e-2
+
+
 # ----------------------------------------------------------------------------- decode
 
 

@@ -33,7 +33,7 @@ fi
 if [ "${SANITIZE:-1}" = 1 ]; then
   t0=$(date +%s)
   for tool in memcheck racecheck; do
-    PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${SAN_TIMEOUT:-150} compute-sanitizer --tool $tool --error-exitcode 9 \
+    SANITIZE_ROWS=$([ $tool = memcheck ] && echo 1 || echo 0) PYTORCH_NO_CUDA_MEMORY_CACHING=1 timeout ${SAN_TIMEOUT:-150} compute-sanitizer --tool $tool --error-exitcode 9 \
       python3 benchmarks/gpu/sanitize_small.py > "$OUT/sanitizer_$tool.log" 2>&1
     echo "compute-sanitizer $tool: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)"
   done

@@ -2,8 +2,10 @@
 
 Covers the plain grid and the sequence split (B * H = 2), odd head dims, varlen, head_first;
 Dk = Dv = 128 in 16 bits runs the Hopper kernels on sm_90 (split with pass 1 at B * H = 2,
-plain grid at H = 136), fp16 varlen included.
+plain grid at H = 136), fp16 varlen included, and (memcheck) the split that keeps its states in the output rows.
 """
+import os
+
 import torch
 
 import lightning_attn as la
@@ -26,6 +28,15 @@ for D in (64, 128):
     q, k, v = (torch.randn(1, 200, 2, D, device=dev, dtype=torch.float16, requires_grad=True) for _ in range(3))
     o, _ = la.lightning_attn_func(q, k, v, torch.rand(2, device=dev), cu_seqlens=cu, output_final_state=True)
     o.float().sum().backward()
+# the split with its segment states in the rows of o, dq and dk (B x H = SMs / 2: two segments
+# of 512-token sub-segments); memcheck only (SANITIZE_ROWS=0 under racecheck: slow, and these
+# rows are global memory, which racecheck does not track)
+if os.environ.get("SANITIZE_ROWS", "1") == "1":
+    H = torch.cuda.get_device_properties(0).multi_processor_count // 4
+    q, k, v = (torch.randn(2, 4096, H, 128, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    h0 = torch.randn(2, H, 128, 128, device=dev, requires_grad=True)
+    o, hT = la.lightning_attn_func(q, k, v, torch.rand(H, device=dev) * 0.1, 1.0, h0, output_final_state=True)
+    (o.float().sum() + hT.sum()).backward()
 state = torch.randn(4, 2, 128, 100, device=dev)
 la.lightning_attn_decode(*(torch.randn(4, 2, D, device=dev) for D in (128, 128, 100)), state, torch.rand(2, device=dev))
 x = torch.randn(7, 300, device=dev, requires_grad=True)

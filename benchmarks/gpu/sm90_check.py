@@ -73,14 +73,22 @@ def check_varlen(rows, dtype, tol):
 # Variants timed side by side: (name, environment). v6 = Hopper kernels (Dk = 256 in 128-wide
 # pieces, the second k piece adding into o in the kernel); v3 = mma.sync kernels; nosplit = no
 # sequence split (the plain grid even when it leaves SMs idle); acc0 = Dk = 256 pieces summed by
-# a separate add.
+# a separate add; ws = split states in a workspace instead of the output's rows; f2, f8 = 2 or 8
+# pass-1 sub-segments per segment instead of the plan's.
 VARIANTS = {
     "v6": {},
     "v3": {"LIGHTNING_ATTN_SM90": "0"},
     "nosplit": {"LIGHTNING_ATTN_SPLIT": "0"},
     "acc0": {"LIGHTNING_ATTN_SM90_ACC": "0"},
+    "ws": {"LIGHTNING_ATTN_SPLIT_WS": "1"},
+    "f2": {"LIGHTNING_ATTN_SPLIT_F": "2"},
+    "f8": {"LIGHTNING_ATTN_SPLIT_F": "8"},
+    "f1": {"LIGHTNING_ATTN_SPLIT_F": "1"},
+    "f3": {"LIGHTNING_ATTN_SPLIT_F": "3"},
+    "f2ws": {"LIGHTNING_ATTN_SPLIT_F": "2", "LIGHTNING_ATTN_SPLIT_WS": "1"},
 }
-KNOBS = ("LIGHTNING_ATTN_SM90", "LIGHTNING_ATTN_SPLIT", "LIGHTNING_ATTN_SM90_ACC")
+KNOBS = ("LIGHTNING_ATTN_SM90", "LIGHTNING_ATTN_SPLIT", "LIGHTNING_ATTN_SM90_ACC", "LIGHTNING_ATTN_SPLIT_WS",
+         "LIGHTNING_ATTN_SPLIT_F")
 
 
 def set_variant(name):
@@ -104,11 +112,15 @@ def kernel_table(fn):
     return out
 
 
-def timing(rows):
+def timing(rows, only_split=None):
+    """only_split: time just the split rows (T >= 16K, Dk = 128) with these variants."""
     import triton.testing as tt
     H, total = 16, 65536
-    for T, D in ((1024, 128), (4096, 128), (8192, 128), (16384, 128), (32768, 128), (65536, 128),
-                 (4096, 256), (65536, 256)):
+    shapes = ((1024, 128), (4096, 128), (8192, 128), (16384, 128), (32768, 128), (65536, 128),
+              (4096, 256), (65536, 256))
+    if only_split:
+        shapes = ((8192, 128), (16384, 128), (32768, 128), (65536, 128))
+    for T, D in shapes:
         B = total // T
         q, k, v, slope, _ = inputs(B, T, H, D, torch.bfloat16, False)
         v = v[..., :128].contiguous()
@@ -120,7 +132,10 @@ def timing(rows):
         def fb():
             o = la.lightning_attn_func(qg, kg, vg, slope)[0]
             torch.autograd.grad(o, (qg, kg, vg), do)
-        names = ["v6", "v3"] + (["nosplit"] if B * H < 132 and D == 128 else []) + (["acc0"] if D == 256 else [])
+        split = B * H < 132 and D == 128
+        names = ["v6", "v3"] + (["nosplit", "ws", "f2", "f8"] if split else []) + (["acc0"] if D == 256 else [])
+        if only_split:
+            names = ["v6"] + (only_split if split else [])
         for name in names:
             set_variant(name)
             fwd()
@@ -128,7 +143,7 @@ def timing(rows):
             torch.cuda.synchronize()
             res[f"fwd_{name}"] = tt.do_bench(fwd, warmup=25, rep=100)
             res[f"fwdbwd_{name}"] = tt.do_bench(fb, warmup=25, rep=100)
-            if name == "v6" and (B * H < 132 or D == 256):
+            if (name == "v6" or only_split) and (B * H < 132 or D == 256):
                 res[f"kernels_fwd_{name}"] = kernel_table(fwd)
                 res[f"kernels_fwdbwd_{name}"] = kernel_table(fb)
         set_variant("v6")
@@ -143,9 +158,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/out")
     ap.add_argument("--no-timing", action="store_true")
+    ap.add_argument("--split-variants", nargs="*", help="only time the split rows with these variants")
     a = ap.parse_args()
     set_variant("v6")
     rows = []
+    if a.split_variants:
+        timing(rows, a.split_variants)
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "sm90_split_variants.json"), "w") as f:
+            json.dump({"gpu": torch.cuda.get_device_name(), "timing_ms": rows}, f, indent=1)
+        return
     for dtype in (torch.bfloat16, torch.float16):
         tol = 1e-2 if dtype == torch.bfloat16 else 4e-3
         check(rows, "one chunk, no state", 1, 64, 2, dtype, False, tol=tol)
@@ -158,6 +180,7 @@ def main():
         check(rows, "T=65536 B=1 H=2 (split)", 1, 65536, 2, dtype, True, tol=tol)
         check(rows, "T=65536 B=1 H=2 (split, no final)", 1, 65536, 2, dtype, True, tol=tol, final=False)
         check(rows, "T=16384 B=4 H=16 (split 2, no final)", 4, 16384, 16, dtype, True, tol=tol, final=False)
+        check(rows, "T=4096 B=2 H=33 grad (states in rows)", 2, 4096, 33, dtype, True, grad=True, tol=tol)
         check_varlen(rows, dtype, tol)
     # Dk = 256 (and Dv = 256): 128-wide pieces
     for Dk, Dv in ((256, 128), (128, 256), (256, 256)):

@@ -75,7 +75,7 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
 
   float racc[RM][NS][4];
   load_state(racc, p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr,
-             p.init_sk, p.init_sv, srow0, scol0, p.Dk, p.Dv, lane);
+             p.init_sk, p.init_sv, p.init_spx, srow0, scol0, p.Dk, p.Dv, lane);
   auto store_state_copy = [&]() { cuda::store_state_copy<RM, NS, VP>(racc, sR, srow0, scol0, lane); };
   store_state_copy();
   if (nchunks > 0) load_chunk(0, 0);
@@ -135,7 +135,7 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
   cp_async_wait_all();
 
   if (p.out_state != nullptr)
-    save_state(racc, p.out_state + n * p.out_sn + h * p.out_sh, p.out_sk, p.out_sv, srow0, scol0, p.Dk, p.Dv,
+    save_state(racc, p.out_state + n * p.out_sn + h * p.out_sh, p.out_sk, p.out_sv, 0, srow0, scol0, p.Dk, p.Dv,
                lane);
 }
 

@@ -76,7 +76,7 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, unsigned ch
   const float* init = p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr;
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
-    load_state(slice(mt), init, p.init_sk, p.init_sv, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
+    load_state(slice(mt), init, p.init_sk, p.init_sv, p.init_spx, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
   store_state_panel<TC>(sS + WG * L::kS, racc, warp, lane);
 
   if (nchunks > 0) load_chunk(0, 0);
@@ -161,7 +161,7 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, unsigned ch
     float* dst = p.out_state + n * p.out_sn + h * p.out_sh;
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
-      save_state(slice(mt), dst, p.out_sk, p.out_sv, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
+      save_state(slice(mt), dst, p.out_sk, p.out_sv, 0, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
   }
 }
 

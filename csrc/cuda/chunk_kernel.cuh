@@ -108,7 +108,7 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
   // ---- state R (fp32, registers) from the incoming state
   float racc[RM][NS][4];
   load_state(racc, p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr,
-             p.init_sk, p.init_sv, srow0, col0 + scol0, p.Dk, p.Dv, lane);
+             p.init_sk, p.init_sv, p.init_spx, srow0, col0 + scol0, p.Dk, p.Dv, lane);
   auto store_state_copy = [&]() { cuda::store_state_copy<RM, NS, VP>(racc, sR, srow0, scol0, lane); };
   if constexpr (!STATE_ONLY) store_state_copy();
 
@@ -170,7 +170,7 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
 
   // ---- outgoing state
   if (p.out_state != nullptr)
-    save_state(racc, p.out_state + seg * p.out_sseg + n * p.out_sn + h * p.out_sh, p.out_sk, p.out_sv,
+    save_state(racc, p.out_state + seg * p.out_sseg + n * p.out_sn + h * p.out_sh, p.out_sk, p.out_sv, p.out_spx,
                srow0, col0 + scol0, p.Dk, p.Dv, lane);
 }
 

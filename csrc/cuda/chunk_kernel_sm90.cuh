@@ -93,7 +93,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
   const float* init = p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr;
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt)
-    load_state(slice(mt), init, p.init_sk, p.init_sv, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
+    load_state(slice(mt), init, p.init_sk, p.init_sv, p.init_spx, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
 
   // 16-bit copy of R (MN-major B operand of Q R: row = k index, 64 v columns along the row)
   auto store_state_copy = [&]() {
@@ -181,7 +181,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
     float* dst = p.out_state + seg * p.out_sseg + n * p.out_sn + h * p.out_sh;
 #pragma unroll
     for (int mt = 0; mt < 2; ++mt)
-      save_state(slice(mt), dst, p.out_sk, p.out_sv, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
+      save_state(slice(mt), dst, p.out_sk, p.out_sv, p.out_spx, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
   }
 #endif
 }

@@ -66,12 +66,13 @@ struct ChunkParams {
   bool reverse;
 
   // State entering segment `seg` of (n, h): init + seg*init_sseg + n*init_sn + h*init_sh
-  // + i*init_sk + j*init_sv (i < Dk, j < Dv); null means zeros.
+  // + i*init_sk + j*init_sv + (j / 64)*init_spx (i < Dk, j < Dv); null means zeros.
+  // spx is 0 for a plain [.., Dk, Dv] tensor (see StateView in lightning_attn_cuda.cu).
   const float* init;
-  int64_t init_sseg, init_sn, init_sh, init_sk, init_sv;
+  int64_t init_sseg, init_sn, init_sh, init_sk, init_sv, init_spx;
   // State written at the end (final state, or a segment's local state); null: none.
   float* out_state;
-  int64_t out_sseg, out_sn, out_sh, out_sk, out_sv;
+  int64_t out_sseg, out_sn, out_sh, out_sk, out_sv, out_spx;
 
   int64_t seg_len;  // tokens per segment (a multiple of kChunk); >= T without a split
   int nseg;         // segments per sequence (grid.y)
@@ -101,7 +102,7 @@ struct DkDvParams {
   const float* slope;
   float scale;
   const float* init;  // dS entering each segment (d_final_state or the scan's output)
-  int64_t init_sseg, init_sn, init_sh, init_sk, init_sv;
+  int64_t init_sseg, init_sn, init_sh, init_sk, init_sv, init_spx;  // as in ChunkParams
   float* out_state;   // dS after the sequence's first token (d_initial_state), or null
   int64_t out_sn, out_sh, out_sk, out_sv;
   int64_t seg_len;
@@ -113,18 +114,23 @@ void launch_dkdv(const DkDvParams& p, cudaStream_t stream);
 template <int DK, int DV, typename TIn>
 int dkdv_blocks_per_sm();
 
-// Combines segment-local states: S_in[0] = init; S_in[s+1] = lambda^len_s S_in[s] + local[s];
-// writes S_in (contiguous [nseg, N, H, Dk, Dv]) and the final state.
+// Combines the local states of a split call's sub-segments: S[0] = init,
+// S[j+1] = lambda^len_j S[j] + local[j]; writes S[j] where j is a segment's first
+// sub-segment (j % F == 0, to s_in[j / F]) and the final state. local and s_in are
+// strided like ChunkParams::init (their own sseg ... spx).
 struct ScanParams {
-  const float* local;  // [nseg, N, H, Dk, Dv]
-  float* s_in;         // [nseg, N, H, Dk, Dv]
+  const float* local;
+  int64_t loc_sseg, loc_sn, loc_sh, loc_sk, loc_sv, loc_spx;
+  float* s_in;
+  int64_t in_sseg, in_sn, in_sh, in_sk, in_sv, in_spx;
   const float* init;   // strided like ChunkParams::init (no segment stride), or null
   int64_t init_sn, init_sh, init_sk, init_sv;
   float* final_state;  // or null
   int64_t fin_sn, fin_sh, fin_sk, fin_sv;
   int Dk, Dv, H, N;
-  int64_t T, seg_len;
-  int nseg;
+  int64_t T, seg_len;  // seg_len: tokens per sub-segment
+  int nseg;            // sub-segments per sequence
+  int F;               // sub-segments per segment
   int nlocal;  // sub-segments with a local state (nseg, or nseg - F when no final state is asked)
   const int32_t* cu32;
   const int64_t* cu64;

@@ -6,8 +6,12 @@
 // segments: pass 1 computes each segment's local state (STATE_ONLY blocks), a scan
 // combines them with lambda^segment_length, pass 2 computes the outputs from each
 // segment's incoming state. No host synchronisation; workspaces come from the
-// caching allocator on the current stream, so the ops capture in CUDA graphs.
+// caching allocator on the current stream, so the ops capture in CUDA graphs. Where
+// the shapes allow, the segment states live in the rows of the output that pass 2
+// then overwrites (see StateView), so the split needs no memory beyond the outputs.
 #include <cstdlib>
+#include <tuple>
+#include <utility>
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
@@ -81,20 +85,32 @@ bool split_enabled() {
   return env == nullptr || env[0] != '0';
 }
 
+// LIGHTNING_ATTN_SPLIT_F=n fixes the pass-1 sub-segments per segment (for A/B runs); 0: the plan's.
+int64_t split_f_override() {
+  const char* env = std::getenv("LIGHTNING_ATTN_SPLIT_F");
+  return env == nullptr ? 0 : std::atoll(env);
+}
+
 // Split each sequence into nseg segments when the plain grid (base_blocks) would leave
 // SMs idle. The split costs a second read of k and v (pass 1), so it is used only below
 // one full wave. Pass 1 (local states) runs on F-times finer sub-segments: its blocks
-// are light (K^T V only) and need several per SM to keep enough loads in flight.
-SplitPlan plan_split(const Common& c, int64_t base_blocks, int blocks_per_sm, int state_blocks_per_sm) {
+// are light (K^T V only) and need several per SM to keep enough loads in flight, but
+// all of them must fit in one wave (a second, partial wave cost up to 40% of pass 1:
+// KERNEL_NOTES.md, v7e). all_segments: pass 1 covers the last segment too (final state).
+SplitPlan plan_split(const Common& c, int64_t base_blocks, int blocks_per_sm, int state_blocks_per_sm,
+                     bool all_segments) {
   SplitPlan s;
   const int64_t capacity = int64_t(c.num_sms) * blocks_per_sm;
   const int64_t chunks = (c.T + cuda::kChunk - 1) / cuda::kChunk;
-  int64_t nseg = base_blocks >= capacity || !split_enabled() ? 1 : std::min<int64_t>(capacity / base_blocks, chunks);
+  const bool split = base_blocks > 0 && base_blocks < capacity && split_enabled();
+  int64_t nseg = split ? std::min<int64_t>(capacity / base_blocks, chunks) : 1;
   nseg = std::max<int64_t>(1, std::min<int64_t>(nseg, 65535));
   int64_t seg_chunks = (chunks + nseg - 1) / nseg;
   if (nseg > 1) {
     const int64_t capacity1 = int64_t(c.num_sms) * state_blocks_per_sm;
-    s.F = std::max<int64_t>(1, std::min<int64_t>({seg_chunks, 2 * capacity1 / (base_blocks * nseg), 8}));
+    const int64_t f = split_f_override(), pass1_segs = all_segments ? nseg : nseg - 1;
+    const int64_t one_wave = capacity1 / (base_blocks * pass1_segs);
+    s.F = std::max<int64_t>(1, std::min<int64_t>({seg_chunks, f > 0 ? f : one_wave, f > 0 ? f : 8}));
     seg_chunks = (seg_chunks + s.F - 1) / s.F * s.F;
   }
   s.nseg = (chunks + seg_chunks - 1) / seg_chunks;  // no trailing empty segments
@@ -103,20 +119,86 @@ SplitPlan plan_split(const Common& c, int64_t base_blocks, int blocks_per_sm, in
   return s;
 }
 
+// Where a split call keeps its segment states, [seg, n, h, Dk, Dv] in floats with strides
+// (spx added once per 64 columns, as in ChunkParams::init). `holder` owns a workspace.
+struct StateView {
+  float* p = nullptr;
+  int64_t sseg = 0, sn = 0, sh = 0, sk = 0, sv = 0, spx = 0;
+  Tensor holder;
+};
+
+StateView workspace_states(int64_t nseg, const Common& c, int64_t Dk, int64_t Dv) {
+  const auto fopts = at::TensorOptions().device(at::kCUDA, c10::cuda::current_device()).dtype(at::kFloat);
+  StateView w;
+  w.holder = at::empty({nseg, c.N, c.H, Dk, Dv}, fopts);
+  w.p = w.holder.data_ptr<float>();
+  w.sseg = w.holder.stride(0), w.sn = w.holder.stride(1), w.sh = w.holder.stride(2);
+  w.sk = w.holder.stride(3), w.sv = w.holder.stride(4);
+  return w;
+}
+
+// LIGHTNING_ATTN_SPLIT_WS=1 keeps segment states in a workspace even where the output's
+// rows could hold them (for A/B runs and the test that compares both).
+bool rows_enabled() {
+  const char* env = std::getenv("LIGHTNING_ATTN_SPLIT_WS");
+  return env == nullptr || env[0] != '1';
+}
+
+// Segment states in the rows of `out` ([B, T, H, 128], 16-bit), the output pass 2 writes:
+// a 128 x 128 fp32 state is two 64-column panels of 128 rows, each 256-byte state row
+// one output row. Sub-segment j keeps its local state in its first 256 rows (in the
+// problem's time direction), and the state entering segment s sits in the next 256 rows
+// of the segment's first sub-segment. Pass 1 and the scan run before pass 2 (stream
+// order); each pass-2 block reads the rows of its own segment into registers before its
+// first block-wide barrier and writes them only from its fifth chunk on. Requires whole
+// sequences (no cu_seqlens) and sub-segments of at least 512 tokens.
+bool rows_hold_states(const Tensor& out, const ChunkParams& p, const SplitPlan& plan, int64_t sub_len,
+                      int64_t nsub, bool final_state, const Common& c) {
+  if (!out.defined() || !rows_enabled() || c.cu32 || c.cu64 || p.o_accumulate) return false;
+  if (out.scalar_type() != at::kHalf && out.scalar_type() != at::kBFloat16) return false;
+  if (out.size(3) != 128 || p.Dk != 128 || p.Dv != 128 || out.stride(3) != 1) return false;
+  if (reinterpret_cast<uintptr_t>(out.data_ptr()) % 16 || out.stride(0) % 2 || out.stride(1) % 2 ||
+      out.stride(2) % 2)
+    return false;
+  const int64_t last_seg = c.T - (plan.nseg - 1) * plan.seg_len, last_sub = c.T - (nsub - 1) * sub_len;
+  return sub_len >= 512 && last_seg >= 512 && (!final_state || last_sub >= 256);
+}
+
+// {local states of the sub-segments, states entering the segments} in out's rows.
+std::pair<StateView, StateView> row_states(const Tensor& out, bool reverse, const SplitPlan& plan,
+                                           int64_t sub_len, const Common& c) {
+  float* base = static_cast<float*>(out.data_ptr());
+  const int64_t rs = out.stride(1) / 2;  // floats between output rows
+  const int64_t dir = reverse ? -1 : 1;  // reversed time starts at row T - 1 and goes up
+  StateView loc;
+  loc.p = base + (reverse ? (c.T - 1) * rs : 0);
+  loc.sseg = dir * sub_len * rs, loc.sn = out.stride(0) / 2, loc.sh = out.stride(2) / 2;
+  loc.sk = dir * rs, loc.sv = 1, loc.spx = dir * 128 * rs - 64;
+  StateView in = loc;
+  in.p = loc.p + dir * 256 * rs;
+  in.sseg = dir * plan.seg_len * rs;
+  return {loc, in};
+}
+
 // Pass 1 and the scan of a split call: local states of the sub-segments of the state
-// problem p (its k, v, scales and direction), then the state entering each sub-segment
-// (returned, [nsub, N, H, Dk, Dv]) and the final state (written to final_state if defined).
-// Without a final state the last segment's sub-segments are skipped: no later segment
-// needs them (saves 1/nseg of pass 1, half of it at nseg = 2).
+// problem p (its k, v, scales and direction), then the state entering each segment
+// (returned) and the final state (written to final_state if defined). Without a final
+// state the last segment's sub-segments are skipped: no later segment needs them (saves
+// 1/nseg of pass 1, half of it at nseg = 2). `out`: pass 2's output, whose rows hold the
+// states where rows_hold_states allows (else, or undefined, a workspace).
 template <int DK, int VT, typename TIn>
-Tensor segment_states(const ChunkParams& p, const SplitPlan& plan, const Tensor& init,
-                      const Tensor& final_state, const Common& c, cudaStream_t stream) {
+StateView segment_states(const ChunkParams& p, const SplitPlan& plan, const Tensor& init,
+                         const Tensor& final_state, const Tensor& out, const Common& c, cudaStream_t stream) {
   const int64_t sub_len = plan.seg_len / plan.F;
   const int64_t nsub = (c.T + sub_len - 1) / sub_len;
   const int64_t nlocal = final_state.defined() ? nsub : (plan.nseg - 1) * plan.F;
-  const auto fopts = at::TensorOptions().device(at::kCUDA, c10::cuda::current_device()).dtype(at::kFloat);
-  const Tensor local = at::empty({nlocal, c.N, c.H, p.Dk, p.Dv}, fopts);
-  const Tensor s_in = at::empty({nsub, c.N, c.H, p.Dk, p.Dv}, fopts);
+  StateView local, s_in;
+  if (rows_hold_states(out, p, plan, sub_len, nsub, final_state.defined(), c)) {
+    std::tie(local, s_in) = row_states(out, p.reverse, plan, sub_len, c);
+  } else {
+    local = workspace_states(nlocal, c, p.Dk, p.Dv);
+    s_in = workspace_states(plan.nseg, c, p.Dk, p.Dv);
+  }
   ChunkParams p1 = p;
   p1.q = nullptr;
   p1.o = nullptr;
@@ -124,14 +206,18 @@ Tensor segment_states(const ChunkParams& p, const SplitPlan& plan, const Tensor&
   p1.init = nullptr;
   p1.seg_len = sub_len;
   p1.nseg = int(nlocal);
-  p1.out_state = local.data_ptr<float>();
-  p1.out_sseg = local.stride(0), p1.out_sn = local.stride(1), p1.out_sh = local.stride(2),
-  p1.out_sk = local.stride(3), p1.out_sv = local.stride(4);
+  p1.out_state = local.p;
+  p1.out_sseg = local.sseg, p1.out_sn = local.sn, p1.out_sh = local.sh, p1.out_sk = local.sk,
+  p1.out_sv = local.sv, p1.out_spx = local.spx;
   cuda::launch_chunk<DK, VT, TIn>(p1, /*state_only=*/true, stream);
 
   cuda::ScanParams s{};
-  s.local = local.data_ptr<float>();
-  s.s_in = s_in.data_ptr<float>();
+  s.local = local.p;
+  s.loc_sseg = local.sseg, s.loc_sn = local.sn, s.loc_sh = local.sh, s.loc_sk = local.sk,
+  s.loc_sv = local.sv, s.loc_spx = local.spx;
+  s.s_in = s_in.p;
+  s.in_sseg = s_in.sseg, s.in_sn = s_in.sn, s.in_sh = s_in.sh, s.in_sk = s_in.sk, s.in_sv = s_in.sv,
+  s.in_spx = s_in.spx;
   if (init.defined()) {
     s.init = init.data_ptr<float>();
     s.init_sn = init.stride(0), s.init_sh = init.stride(1), s.init_sk = init.stride(2),
@@ -143,10 +229,18 @@ Tensor segment_states(const ChunkParams& p, const SplitPlan& plan, const Tensor&
     s.fin_sk = final_state.stride(2), s.fin_sv = final_state.stride(3);
   }
   s.Dk = p.Dk, s.Dv = p.Dv, s.H = p.H, s.N = p.N, s.T = p.T, s.seg_len = sub_len, s.nseg = int(nsub);
-  s.nlocal = int(nlocal);
+  s.F = int(plan.F), s.nlocal = int(nlocal);
   s.cu32 = c.cu32, s.cu64 = c.cu64, s.slope = c.slope;
   cuda::launch_scan(s, stream);
   return s_in;
+}
+
+// Points a pass-2 call's incoming states at the scan's output.
+template <typename Params>
+void set_init(Params& p, const StateView& s) {
+  p.init = s.p;
+  p.init_sseg = s.sseg, p.init_sn = s.sn, p.init_sh = s.sh, p.init_sk = s.sk, p.init_sv = s.sv;
+  p.init_spx = s.spx;
 }
 
 template <int DK, int VT, typename TIn>
@@ -182,7 +276,7 @@ void run_problem_typed(const Problem& pb, const Common& c, cudaStream_t stream) 
   }
   const int64_t nvt = (p.Dv + VT - 1) / VT;
   const SplitPlan plan = plan_split(c, c.N * c.H * nvt, cuda::chunk_blocks_per_sm<DK, VT, TIn>(false),
-                                    cuda::chunk_blocks_per_sm<DK, VT, TIn>(true));
+                                    cuda::chunk_blocks_per_sm<DK, VT, TIn>(true), pb.final_state.defined());
   p.seg_len = plan.seg_len;
   p.nseg = int(plan.nseg);
   if (plan.nseg == 1) {
@@ -201,11 +295,9 @@ void run_problem_typed(const Problem& pb, const Common& c, cudaStream_t stream) 
     cuda::launch_chunk<DK, VT, TIn>(p, /*state_only=*/false, stream);
     return;
   }
-  const Tensor s_in = segment_states<DK, VT, TIn>(p, plan, pb.init, pb.final_state, c, stream);
-  // Pass 2: outputs from each segment's incoming state (that of its first sub-segment).
-  p.init = s_in.data_ptr<float>();
-  p.init_sseg = plan.F * s_in.stride(0), p.init_sn = s_in.stride(1), p.init_sh = s_in.stride(2),
-  p.init_sk = s_in.stride(3), p.init_sv = s_in.stride(4);
+  const StateView s_in = segment_states<DK, VT, TIn>(p, plan, pb.init, pb.final_state, pb.o, c, stream);
+  // Pass 2: outputs from each segment's incoming state.
+  set_init(p, s_in);
   p.out_state = nullptr;
   cuda::launch_chunk<DK, VT, TIn>(p, /*state_only=*/false, stream);
 }
@@ -305,10 +397,10 @@ void run_dkdv_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
   p.cu32 = c.cu32, p.cu64 = c.cu64, p.slope = c.slope, p.scale = scale;
 
   const SplitPlan plan = plan_split(c, c.N * c.H, cuda::dkdv_blocks_per_sm<DK, DV, TIn>(),
-                                    cuda::chunk_blocks_per_sm<DK, DV, TIn>(true));
+                                    cuda::chunk_blocks_per_sm<DK, DV, TIn>(true), d_initial.defined());
   p.seg_len = ps.seg_len = plan.seg_len;
   p.nseg = ps.nseg = int(plan.nseg);
-  Tensor s_in;
+  StateView s_in;
   if (plan.nseg == 1) {
     if (ds_init.defined()) {
       p.init = ds_init.data_ptr<float>();
@@ -321,10 +413,8 @@ void run_dkdv_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
       p.out_sv = d_initial.stride(3);
     }
   } else {
-    s_in = segment_states<DK, DV, TIn>(ps, plan, ds_init, d_initial, c, stream);
-    p.init = s_in.data_ptr<float>();
-    p.init_sseg = plan.F * s_in.stride(0), p.init_sn = s_in.stride(1), p.init_sh = s_in.stride(2),
-    p.init_sk = s_in.stride(3), p.init_sv = s_in.stride(4);
+    s_in = segment_states<DK, DV, TIn>(ps, plan, ds_init, d_initial, dk, c, stream);
+    set_init(p, s_in);
   }
   cuda::launch_dkdv<DK, DV, TIn>(p, stream);
 }

@@ -1,5 +1,5 @@
 // Kernels that work on whole [Dk, Dv] states, element by element:
-//  - the segment scan of the sequence split (S_in[s+1] = lambda^len_s S_in[s] + local[s]);
+//  - the segment scan of the sequence split (S[j+1] = lambda^len_j S[j] + local[j]);
 //  - the decoding step (state <- lambda state + k v^T in place, o = scale state^T q).
 // Both are bound by memory: each state element is read and written once.
 #include <algorithm>
@@ -23,15 +23,15 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const ScanParams p) 
   sequence_range(p.cu32, p.cu64, n, p.T, start, len);
   const float l2 = log2_lambda(p.slope, h);
   float s = p.init ? p.init[n * p.init_sn + h * p.init_sh + i * p.init_sk + j * p.init_sv] : 0.f;
-  const int64_t plane = int64_t(p.N) * p.H * p.Dk * p.Dv;
-  const int64_t off = int64_t(nh) * p.Dk * p.Dv + e;
+  const int64_t loc_off = n * p.loc_sn + h * p.loc_sh + i * p.loc_sk + j * p.loc_sv + (j >> 6) * p.loc_spx;
+  const int64_t in_off = n * p.in_sn + h * p.in_sh + i * p.in_sk + j * p.in_sv + (j >> 6) * p.in_spx;
   for (int seg = 0; seg < p.nseg; ++seg) {
     const int64_t rest = len - int64_t(seg) * p.seg_len;
     if (rest <= 0) break;  // this and later segments are empty: their blocks exit early
     const int64_t L = rest < p.seg_len ? rest : p.seg_len;
-    p.s_in[seg * plane + off] = s;
+    if (seg % p.F == 0) p.s_in[(seg / p.F) * p.in_sseg + in_off] = s;
     if (seg == p.nlocal) break;  // the last segment's own state is not needed
-    s = exp2f(float(L) * l2) * s + p.local[seg * plane + off];
+    s = exp2f(float(L) * l2) * s + p.local[seg * p.loc_sseg + loc_off];
   }
   if (p.final_state) p.final_state[n * p.fin_sn + h * p.fin_sh + i * p.fin_sk + j * p.fin_sv] = s;
 }

@@ -185,6 +185,9 @@ constexpr int state_row_warps() { return DK / 16 < kWarps ? DK / 16 : kWarps; }
 // The warp's block of a state slice: fp32 R[i][j] for rows srow0.. and columns col0..
 // (col0: the block's first column of the whole state), read from or written to a
 // strided [Dk, Dv] matrix (null: zeros / nothing), and its 16-bit copy in shared memory.
+// spx is added once per 64 columns: 0 for a plain matrix; a split call that keeps its
+// segment states in the rows of its output (see lightning_attn_cuda.cu) stores each
+// 64-column panel as 128 output rows.
 // f(x, i, j) visits each fragment entry x with its state row i and column j.
 template <int RM, int NS, typename Frag, typename F>
 __device__ __forceinline__ void for_state_entries(Frag& racc, int srow0, int col0, int lane, F&& f) {
@@ -200,17 +203,19 @@ __device__ __forceinline__ void for_state_entries(Frag& racc, int srow0, int col
 
 template <int RM, int NS>
 __device__ __forceinline__ void load_state(float (&racc)[RM][NS][4], const float* src, int64_t sk,
-                                           int64_t sv, int srow0, int col0, int Dk, int Dv, int lane) {
+                                           int64_t sv, int64_t spx, int srow0, int col0, int Dk, int Dv,
+                                           int lane) {
   for_state_entries<RM, NS>(racc, srow0, col0, lane, [&](float& x, int i, int j) {
-    x = (src && i < Dk && j < Dv) ? src[i * sk + j * sv] : 0.f;
+    x = (src && i < Dk && j < Dv) ? src[i * sk + j * sv + (j >> 6) * spx] : 0.f;
   });
 }
 
 template <int RM, int NS>
 __device__ __forceinline__ void save_state(const float (&racc)[RM][NS][4], float* dst, int64_t sk,
-                                           int64_t sv, int srow0, int col0, int Dk, int Dv, int lane) {
+                                           int64_t sv, int64_t spx, int srow0, int col0, int Dk, int Dv,
+                                           int lane) {
   for_state_entries<RM, NS>(racc, srow0, col0, lane, [&](const float& x, int i, int j) {
-    if (i < Dk && j < Dv) dst[i * sk + j * sv] = x;
+    if (i < Dk && j < Dv) dst[i * sk + j * sv + (j >> 6) * spx] = x;
   });
 }
 
