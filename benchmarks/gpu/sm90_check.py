@@ -74,7 +74,8 @@ def check_varlen(rows, dtype, tol):
 # pieces, the second k piece adding into o in the kernel); v3 = mma.sync kernels; nosplit = no
 # sequence split (the plain grid even when it leaves SMs idle); acc0 = Dk = 256 pieces summed by
 # a separate add; ws = split states in a workspace instead of the output's rows; f2, f8 = 2 or 8
-# pass-1 sub-segments per segment instead of the plan's.
+# pass-1 sub-segments per segment instead of the plan's; notma = the full Hopper kernel with
+# cp.async loads and a block barrier per chunk instead of TMA and mbarriers (v8).
 VARIANTS = {
     "v6": {},
     "v3": {"LIGHTNING_ATTN_SM90": "0"},
@@ -86,9 +87,10 @@ VARIANTS = {
     "f1": {"LIGHTNING_ATTN_SPLIT_F": "1"},
     "f3": {"LIGHTNING_ATTN_SPLIT_F": "3"},
     "f2ws": {"LIGHTNING_ATTN_SPLIT_F": "2", "LIGHTNING_ATTN_SPLIT_WS": "1"},
+    "notma": {"LIGHTNING_ATTN_TMA": "0"},
 }
 KNOBS = ("LIGHTNING_ATTN_SM90", "LIGHTNING_ATTN_SPLIT", "LIGHTNING_ATTN_SM90_ACC", "LIGHTNING_ATTN_SPLIT_WS",
-         "LIGHTNING_ATTN_SPLIT_F")
+         "LIGHTNING_ATTN_SPLIT_F", "LIGHTNING_ATTN_TMA")
 
 
 def set_variant(name):
@@ -133,7 +135,7 @@ def timing(rows, only_split=None):
             o = la.lightning_attn_func(qg, kg, vg, slope)[0]
             torch.autograd.grad(o, (qg, kg, vg), do)
         split = B * H < 132 and D == 128
-        names = ["v6", "v3"] + (["nosplit", "ws", "f2", "f8"] if split else []) + (["acc0"] if D == 256 else [])
+        names = ["v6", "notma", "v3"] + (["nosplit"] if split else []) + (["acc0"] if D == 256 else [])
         if only_split:
             names = ["v6"] + (only_split if split else [])
         for name in names:

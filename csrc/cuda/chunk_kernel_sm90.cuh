@@ -9,12 +9,16 @@
 //   O  = diag(qd) Q R + mask(S) V   (mask in registers; S becomes the register A operand)
 //   R  = lambda^c R + K^T (w V)     (w V: per-token decay weights, written by the warpgroup)
 // with B operands (K, V, the 16-bit copy of R) read by the tensor cores straight from
-// 128B-swizzled shared memory. All 256 threads stream chunks i+1, i+2 in by cp.async
-// (three stages) while chunk i computes.
+// 128B-swizzled shared memory. Chunks i+1, i+2 stream in (three stages) while chunk i
+// computes: by cp.async from all 256 threads behind one block barrier per chunk, or (TMA,
+// v8: forward-time full calls on whole sequences) as bulk tensor copies issued by one
+// thread, each warpgroup waiting on the stage's mbarrier and releasing it when done, so the
+// two warpgroups are no longer held in lockstep.
 #pragma once
 
 #include "chunk_kernel.cuh"
 #include "sm90_tiles.cuh"
+#include "tma_utils.cuh"
 
 namespace lightning_attn {
 namespace cuda {
@@ -34,11 +38,14 @@ struct Sm90Smem {
   static constexpr int kVw = kPanel;                         // w V of one warpgroup
   static constexpr int kR = STATE_ONLY ? 0 : 2 * kPanel;     // 16-bit R[128, 64] of one warpgroup
   static constexpr int kFixed = kStages * kStage + 2 * kVw + 2 * kR;
-  static constexpr size_t bytes = 1024 + kFixed;             // + slack to align the base to 1024
+  static constexpr int kBars = kFixed;                       // TMA: full[kStages], empty[kStages]
+  static constexpr size_t bytes = 1024 + kFixed + 2 * kStages * 8;  // + slack to align the base to 1024
 };
 
-template <typename TIn, bool STATE_ONLY, bool ACC = false>
-__global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(const ChunkParams p) {
+template <typename TIn, bool STATE_ONLY, bool ACC = false, bool TMA = false>
+__global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
+    chunk_kernel_sm90(const ChunkParams p, const __grid_constant__ TmaMaps maps) {
+  static_assert(!TMA || !(STATE_ONLY || ACC), "TMA: full forward-time calls without ACC only");
 #ifdef LIGHTNING_ATTN_SM90A
   using TC = TIn;
   using L = Sm90Smem<STATE_ONLY, ACC>;
@@ -76,6 +83,20 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
     const int64_t t0 = seg_start + ci * kChunk;
     return p.reverse ? start + len - 1 - t0 : start + t0;
   };
+  uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBars);  // TMA: chunk landed in the stage
+  uint64_t* empty = full + L::kStages;                               // TMA: both warpgroups done with it
+  // TMA: q, k, v of chunk ci into stage buf, issued by thread 0 (rows past T zero-filled)
+  auto tma_chunk = [&](int64_t ci, int buf) {
+    unsigned char* st = stage(buf);
+    const int t = int(first_row(ci));
+    mbar_arrive_expect_tx(&full[buf], uint32_t(3 * L::kTile));
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      tma_load_panel(st + c * L::kPanel, &maps.q, &full[buf], 64 * c, h, t, b);
+      tma_load_panel(st + L::kK + c * L::kPanel, &maps.k, &full[buf], 64 * c, h, t, b);
+      tma_load_panel(st + L::kV + c * L::kPanel, &maps.v, &full[buf], 64 * c, h, t, b);
+    }
+  };
   auto load_chunk = [&](int64_t ci, int buf) {
     const int64_t first = first_row(ci);
     const int64_t rest = seg_tokens - ci * kChunk;
@@ -101,18 +122,46 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
   };
   store_state_copy();
 
+  if constexpr (TMA) {
+    if (threadIdx.x == 0) {
 #pragma unroll
-  for (int s = 0; s < L::kStages - 1; ++s) {
-    if (s < nchunks) load_chunk(s, s);
-    cp_async_commit();
+      for (int s = 0; s < L::kStages; ++s) {
+        mbar_init(&full[s], 1);
+        mbar_init(&empty[s], 256);
+      }
+    }
+    __syncthreads();  // barriers initialised (the only block-wide barrier)
+    if (threadIdx.x == 0) {
+#pragma unroll
+      for (int s = 0; s < L::kStages - 1; ++s)
+        if (s < nchunks) tma_chunk(s, s);
+    }
+  } else {
+#pragma unroll
+    for (int s = 0; s < L::kStages - 1; ++s) {
+      if (s < nchunks) load_chunk(s, s);
+      cp_async_commit();
+    }
   }
 
   for (int64_t ci = 0; ci < nchunks; ++ci) {
-    cp_async_wait<L::kStages - 2>();
-    fence_proxy_async();
-    __syncthreads();  // chunk ci landed for every thread; everyone is done with chunk ci-1
-    if (ci + L::kStages - 1 < nchunks) load_chunk(ci + L::kStages - 1, int((ci + L::kStages - 1) % L::kStages));
-    cp_async_commit();
+    if constexpr (TMA) {
+      // the stage of chunk ci + 2 last held chunk ci - 1: reuse it once both warpgroups released it
+      const int64_t next = ci + L::kStages - 1;
+      if (threadIdx.x == 0 && next < nchunks) {
+        if (ci >= 1) mbar_wait(&empty[(ci - 1) % L::kStages], uint32_t(((ci - 1) / L::kStages) & 1));
+        tma_chunk(next, int(next % L::kStages));
+      }
+      mbar_wait(&full[ci % L::kStages], uint32_t((ci / L::kStages) & 1));
+      __syncwarp();                // converged again for the aligned barrier and wgmma
+      named_barrier(1 + wg, 128);  // the warpgroup's R copy and w V of chunk ci-1 are settled
+    } else {
+      cp_async_wait<L::kStages - 2>();
+      fence_proxy_async();
+      __syncthreads();  // chunk ci landed for every thread; everyone is done with chunk ci-1
+      if (ci + L::kStages - 1 < nchunks) load_chunk(ci + L::kStages - 1, int((ci + L::kStages - 1) % L::kStages));
+      cp_async_commit();
+    }
 
     const int64_t rest = seg_tokens - ci * kChunk;
     const int clen = rest < kChunk ? int(rest) : kChunk;
@@ -173,6 +222,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
     wgmma_wait<0>();
     fence_regs(racc[0]);
     fence_regs(racc[1]);
+    if constexpr (TMA) mbar_arrive(&empty[ci % L::kStages]);  // this thread is done with the stage
     store_state_copy();
   }
   cp_async_wait_all();
@@ -189,14 +239,37 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1) chunk_kernel_sm90(con
 // The Hopper kernel serves Dk = Dv = 128 with 16-byte aligned inputs (and 4-byte aligned output
 // pairs): state-only pass-1 calls in either direction and forward-time full calls. The rest
 // (reversed full sweeps, other shapes, float32) stays generic.
-template <typename TIn, bool STATE_ONLY, bool ACC>
-void launch_chunk_sm90_impl(const ChunkParams& p, cudaStream_t stream) {
-  auto kernel = chunk_kernel_sm90<TIn, STATE_ONLY, ACC>;
+template <typename TIn, bool STATE_ONLY, bool ACC, bool TMA = false>
+void launch_chunk_sm90_impl(const ChunkParams& p, const TmaMaps& maps, cudaStream_t stream) {
+  auto kernel = chunk_kernel_sm90<TIn, STATE_ONLY, ACC, TMA>;
   const int smem = int(Sm90Smem<STATE_ONLY, ACC>::bytes);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned(p.nseg));
-  kernel<<<grid, 256, smem, stream>>>(p);
+  kernel<<<grid, 256, smem, stream>>>(p, maps);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// LIGHTNING_ATTN_TMA=0 keeps the cp.async loads in the full Hopper kernel (read at every call,
+// for A/B runs).
+inline bool tma_enabled() {
+  const char* env = std::getenv("LIGHTNING_ATTN_TMA");
+  return env == nullptr || env[0] != '0';
+}
+
+// Tensor maps for the TMA kernel: forward-time full calls on whole sequences (a packed
+// sequence's last chunk would read the next sequence's rows; TMA zero-fills only past T)
+// whose operands nest as [B, T, H, 128]. False: the cp.async kernel runs.
+template <typename TIn>
+bool tma_maps(const ChunkParams& p, TmaMaps& m) {
+  if (!tma_enabled() || p.reverse || p.o_accumulate || p.cu32 || p.cu64) return false;
+  const bool bf16 = std::is_same<TIn, __nv_bfloat16>::value;
+  auto map = [&](CUtensorMap* out, const void* x, int64_t sb, int64_t st, int64_t sh) {
+    if (p.N == 1) sb = p.T * st;  // one batch row: its stride is never used
+    if (sh < 128 || st < p.H * sh || sb < p.T * st) return false;
+    return make_tma_map(out, x, bf16, p.N, p.T, p.H, sb, st, sh);
+  };
+  return map(&m.q, p.q, p.q_sb, p.q_st, p.q_sh) && map(&m.k, p.k, p.k_sb, p.k_st, p.k_sh) &&
+         map(&m.v, p.v, p.v_sb, p.v_st, p.v_sh);
 }
 
 template <typename TIn>
@@ -210,12 +283,15 @@ bool chunk_sm90_takes(const ChunkParams& p, bool state_only) {
 template <typename TIn>
 bool launch_chunk_sm90(const ChunkParams& p, bool state_only, cudaStream_t stream) {
   if (!chunk_sm90_takes<TIn>(p, state_only)) return false;
+  alignas(64) TmaMaps maps{};
   if (state_only)
-    launch_chunk_sm90_impl<TIn, true, false>(p, stream);
+    launch_chunk_sm90_impl<TIn, true, false>(p, maps, stream);
   else if (p.o_accumulate)
-    launch_chunk_sm90_impl<TIn, false, true>(p, stream);
+    launch_chunk_sm90_impl<TIn, false, true>(p, maps, stream);
+  else if (tma_maps<TIn>(p, maps))
+    launch_chunk_sm90_impl<TIn, false, false, true>(p, maps, stream);
   else
-    launch_chunk_sm90_impl<TIn, false, false>(p, stream);
+    launch_chunk_sm90_impl<TIn, false, false>(p, maps, stream);
   return true;
 }
 
