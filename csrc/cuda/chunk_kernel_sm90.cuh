@@ -249,12 +249,8 @@ void launch_chunk_sm90_impl(const ChunkParams& p, const TmaMaps& maps, cudaStrea
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// LIGHTNING_ATTN_TMA=0 keeps the cp.async loads in the full Hopper kernel (read at every call,
-// for A/B runs).
-inline bool tma_enabled() {
-  const char* env = std::getenv("LIGHTNING_ATTN_TMA");
-  return env == nullptr || env[0] != '0';
-}
+// LIGHTNING_ATTN_TMA=0 keeps the cp.async loads in the full Hopper kernel (A/B switch).
+inline bool tma_enabled() { return !env_is("LIGHTNING_ATTN_TMA", '0'); }
 
 // Tensor maps for the TMA kernel: forward-time full calls on whole sequences (a packed
 // sequence's last chunk would read the next sequence's rows; TMA zero-fills only past T)

@@ -25,11 +25,14 @@ namespace cuda {
 constexpr int kChunk = 64;     // tokens per chunk (one 16-row mma tile per warp)
 constexpr int kWarps = 8;      // warps per block of the chunk kernel: 4 row tiles x 2 column halves
 
-// LIGHTNING_ATTN_SM90=0 turns the Hopper kernels off (read at every call, for A/B runs).
-inline bool sm90_enabled() {
-  const char* env = std::getenv("LIGHTNING_ATTN_SM90");
-  return env == nullptr || env[0] != '0';
+// Whether the A/B switch `name` is set and starts with `c`; the switches are read at every call.
+inline bool env_is(const char* name, char c) {
+  const char* env = std::getenv(name);
+  return env != nullptr && env[0] == c;
 }
+
+// LIGHTNING_ATTN_SM90=0 turns the Hopper kernels off.
+inline bool sm90_enabled() { return !env_is("LIGHTNING_ATTN_SM90", '0'); }
 
 // Padded head dim of the q/k operands: 64, 128 or 256 (one instantiation each).
 inline int padded_dk(int64_t dk) { return dk <= 64 ? 64 : (dk <= 128 ? 128 : 256); }

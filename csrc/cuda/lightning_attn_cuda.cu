@@ -79,11 +79,8 @@ struct SplitPlan {
   int64_t F = 1;                  // pass-1 sub-segments per segment
 };
 
-// LIGHTNING_ATTN_SPLIT=0 turns the sequence split off (read at every call, for A/B runs).
-bool split_enabled() {
-  const char* env = std::getenv("LIGHTNING_ATTN_SPLIT");
-  return env == nullptr || env[0] != '0';
-}
+// LIGHTNING_ATTN_SPLIT=0 turns the sequence split off (A/B switch, see env_is).
+bool split_enabled() { return !cuda::env_is("LIGHTNING_ATTN_SPLIT", '0'); }
 
 // LIGHTNING_ATTN_SPLIT_F=n fixes the pass-1 sub-segments per segment (for A/B runs); 0: the plan's.
 int64_t split_f_override() {
@@ -139,10 +136,7 @@ StateView workspace_states(int64_t nseg, const Common& c, int64_t Dk, int64_t Dv
 
 // LIGHTNING_ATTN_SPLIT_WS=1 keeps segment states in a workspace even where the output's
 // rows could hold them (for A/B runs and the test that compares both).
-bool rows_enabled() {
-  const char* env = std::getenv("LIGHTNING_ATTN_SPLIT_WS");
-  return env == nullptr || env[0] != '1';
-}
+bool rows_enabled() { return !cuda::env_is("LIGHTNING_ATTN_SPLIT_WS", '1'); }
 
 // Segment states in the rows of `out` ([B, T, H, 128], 16-bit), the output pass 2 writes:
 // a 128 x 128 fp32 state is two 64-column panels of 128 rows, each 256-byte state row
@@ -336,8 +330,7 @@ void run_problem_dk(const Problem& pb, const Common& c, cudaStream_t stream);
 
 void run_problem_pieces(const Problem& pb, const Common& c, cudaStream_t stream) {
   const int64_t Dk = pb.q.size(3), Dv = pb.v.size(3);
-  const char* env = std::getenv("LIGHTNING_ATTN_SM90_ACC");
-  const bool in_kernel = env == nullptr || env[0] != '0';
+  const bool in_kernel = !cuda::env_is("LIGHTNING_ATTN_SM90_ACC", '0');
   const Tensor extra = Dk > 128 && !in_kernel ? at::empty_like(pb.o) : Tensor();
   for (int64_t kp = 0; kp < Dk; kp += 128)
     for (int64_t vp = 0; vp < Dv; vp += 128) {
