@@ -13,7 +13,8 @@
 // computes: by cp.async from all 256 threads behind one block barrier per chunk, or (TMA,
 // v8: forward-time full calls on whole sequences) as bulk tensor copies issued by one
 // thread, each warpgroup waiting on the stage's mbarrier and releasing it when done, so the
-// two warpgroups are no longer held in lockstep.
+// two warpgroups are no longer held in lockstep; there each warp also writes its 16 output
+// rows by stmatrix into a staging panel and one TMA store (v9) instead of 16 4-byte stores.
 #pragma once
 
 #include "chunk_kernel.cuh"
@@ -26,7 +27,7 @@ namespace cuda {
 // STATE_ONLY (pass 1 of the sequence split): K, V stages only, two of them, no copy of R,
 // so that two blocks fit on an SM. ACC (o += result): the old O rows are a fourth tile of
 // each stage, two stages to stay inside shared memory.
-template <bool STATE_ONLY, bool ACC = false>
+template <bool STATE_ONLY, bool ACC = false, bool TMA = false>
 struct Sm90Smem {
   static constexpr int kStages = (STATE_ONLY || ACC) ? 2 : 3;
   static constexpr int kPanel = kPanelBytes;                 // 64 rows x 64 columns: 8 KB
@@ -37,7 +38,8 @@ struct Sm90Smem {
   static constexpr int kStage = kO + (ACC ? kTile : 0);
   static constexpr int kVw = kPanel;                         // w V of one warpgroup
   static constexpr int kR = STATE_ONLY ? 0 : 2 * kPanel;     // 16-bit R[128, 64] of one warpgroup
-  static constexpr int kFixed = kStages * kStage + 2 * kVw + 2 * kR;
+  static constexpr int kOst = TMA ? kPanel : 0;              // TMA: O rows of one warpgroup, staged
+  static constexpr int kFixed = kStages * kStage + 2 * kVw + 2 * kR + 2 * kOst;
   static constexpr int kBars = kFixed;                       // TMA: full[kStages], empty[kStages]
   static constexpr size_t bytes = 1024 + kFixed + 2 * kStages * 8;  // + slack to align the base to 1024
 };
@@ -48,7 +50,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
   static_assert(!TMA || !(STATE_ONLY || ACC), "TMA: full forward-time calls without ACC only");
 #ifdef LIGHTNING_ATTN_SM90A
   using TC = TIn;
-  using L = Sm90Smem<STATE_ONLY, ACC>;
+  using L = Sm90Smem<STATE_ONLY, ACC, TMA>;
   extern __shared__ __align__(1024) unsigned char smem_sm90[];
   // 1024-byte aligned base (swizzle atoms), by an offset so the compiler keeps shared-space accesses
   unsigned char* smem = smem_sm90 + ((1024 - (smem_addr(smem_sm90) & 1023)) & 1023);
@@ -58,6 +60,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
   const int col0 = wg * 64;
   unsigned char* sVw = smem + L::kStages * L::kStage + wg * L::kVw;
   unsigned char* sR = smem + L::kStages * L::kStage + 2 * L::kVw + wg * L::kR;
+  unsigned char* sOst = smem + L::kStages * L::kStage + 2 * L::kVw + 2 * L::kR + wg * L::kOst;
   auto stage = [&](int buf) { return smem + buf * L::kStage; };
 
   const int h = blockIdx.x % p.H, n = blockIdx.x / p.H;
@@ -217,8 +220,19 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
 
     wgmma_wait<1>();
     fence_regs(oacc);
-    store_rows_pairs<TIn>(oacc, ob, p.o_st, col0, warp, lane, clen, first_row(ci), dir,
-                          ACC ? sQ + L::kO + wg * L::kPanel : nullptr);
+    if constexpr (TMA) {
+      // this warp's 16 rows: stmatrix into the staging panel, one TMA store (v9)
+      if (lane == 0) tma_store_wait<true>();  // the warp's rows of chunk ci-1 have been read
+      __syncwarp();
+      stage_rows_stmatrix<TC>(sOst, oacc, warp, lane);
+      fence_proxy_async();
+      __syncwarp();
+      if (lane == 0)
+        tma_store_panel(&maps.o, sOst + warp * 16 * kPanelRowBytes, col0, h, int(first_row(ci)) + warp * 16, b);
+    } else {
+      store_rows_pairs<TIn>(oacc, ob, p.o_st, col0, warp, lane, clen, first_row(ci), dir,
+                            ACC ? sQ + L::kO + wg * L::kPanel : nullptr);
+    }
     wgmma_wait<0>();
     fence_regs(racc[0]);
     fence_regs(racc[1]);
@@ -226,6 +240,9 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
     store_state_copy();
   }
   cp_async_wait_all();
+  if constexpr (TMA) {
+    if (lane == 0) tma_store_wait<false>();  // the staged rows are read and written before exit
+  }
 
   if (p.out_state != nullptr) {
     float* dst = p.out_state + seg * p.out_sseg + n * p.out_sn + h * p.out_sh;
@@ -242,7 +259,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
 template <typename TIn, bool STATE_ONLY, bool ACC, bool TMA = false>
 void launch_chunk_sm90_impl(const ChunkParams& p, const TmaMaps& maps, cudaStream_t stream) {
   auto kernel = chunk_kernel_sm90<TIn, STATE_ONLY, ACC, TMA>;
-  const int smem = int(Sm90Smem<STATE_ONLY, ACC>::bytes);
+  const int smem = int(Sm90Smem<STATE_ONLY, ACC, TMA>::bytes);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned(p.nseg));
   kernel<<<grid, 256, smem, stream>>>(p, maps);
@@ -257,15 +274,16 @@ inline bool tma_enabled() { return !env_is("LIGHTNING_ATTN_TMA", '0'); }
 // whose operands nest as [B, T, H, 128]. False: the cp.async kernel runs.
 template <typename TIn>
 bool tma_maps(const ChunkParams& p, TmaMaps& m) {
-  if (!tma_enabled() || p.reverse || p.o_accumulate || p.cu32 || p.cu64) return false;
+  if (!tma_enabled() || p.reverse || p.o_accumulate || p.cu32 || p.cu64 || !p.o_vec) return false;
   const bool bf16 = std::is_same<TIn, __nv_bfloat16>::value;
-  auto map = [&](CUtensorMap* out, const void* x, int64_t sb, int64_t st, int64_t sh) {
+  auto map = [&](CUtensorMap* out, const void* x, int64_t sb, int64_t st, int64_t sh, int rows) {
     if (p.N == 1) sb = p.T * st;  // one batch row: its stride is never used
     if (sh < 128 || st < p.H * sh || sb < p.T * st) return false;
-    return make_tma_map(out, x, bf16, p.N, p.T, p.H, sb, st, sh);
+    return make_tma_map(out, x, bf16, p.N, p.T, p.H, sb, st, sh, rows);
   };
-  return map(&m.q, p.q, p.q_sb, p.q_st, p.q_sh) && map(&m.k, p.k, p.k_sb, p.k_st, p.k_sh) &&
-         map(&m.v, p.v, p.v_sb, p.v_st, p.v_sh);
+  // o: one 16-row box per warp (each warp stores its own rows)
+  return map(&m.q, p.q, p.q_sb, p.q_st, p.q_sh, 64) && map(&m.k, p.k, p.k_sb, p.k_st, p.k_sh, 64) &&
+         map(&m.v, p.v, p.v_sb, p.v_st, p.v_sh, 64) && map(&m.o, p.o, p.o_sb, p.o_st, p.o_sh, 16);
 }
 
 template <typename TIn>

@@ -1,4 +1,4 @@
-// Tensor Memory Accelerator (TMA) loads and mbarriers for the Hopper chunk kernel (v8):
+// Tensor Memory Accelerator (TMA) loads, stores and mbarriers for the Hopper chunk kernel (v8, v9):
 // one thread issues a chunk's q, k, v tiles as bulk tensor copies into the 128B-swizzled
 // panels the kernel already uses (TMA's SWIZZLE_128B is the same c ^ (r % 8) pattern), and
 // the warpgroups wait on an mbarrier instead of a block-wide barrier per chunk.
@@ -14,9 +14,10 @@
 namespace lightning_attn {
 namespace cuda {
 
-// The tensor maps of one launch: q, k, v as [D, H, T, B] boxes of 64 columns x 64 rows.
+// The tensor maps of one launch: q, k, v (and o, stored through shared memory) as
+// [D, H, T, B] boxes of 64 columns x 64 rows.
 struct TmaMaps {
-  CUtensorMap q, k, v;
+  CUtensorMap q, k, v, o;
 };
 
 __device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
@@ -64,11 +65,53 @@ __device__ __forceinline__ void tma_load_panel(void* dst, const CUtensorMap* map
 #endif
 }
 
+// Rows of a panel to the box at (c, h, t, b) of global memory (rows past T are dropped), as a
+// bulk async group of the issuing thread.
+__device__ __forceinline__ void tma_store_panel(const CUtensorMap* map, const void* src, int c, int h, int t, int b) {
+#ifdef LIGHTNING_ATTN_SM90A
+  asm volatile(
+      "cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n"
+      "cp.async.bulk.commit_group;\n" ::"l"(reinterpret_cast<uint64_t>(map)),
+      "r"(smem_addr(src)), "r"(c), "r"(h), "r"(t), "r"(b)
+      : "memory");
+#endif
+}
+// Waits until this thread's bulk stores have read their shared memory (READ_ONLY) or completed.
+template <bool READ_ONLY>
+__device__ __forceinline__ void tma_store_wait() {
+#ifdef LIGHTNING_ATTN_SM90A
+  if constexpr (READ_ONLY)
+    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+  else
+    asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+#endif
+}
+
+// A warp's 16 rows x 64 columns of fp32 accumulators (wgmma layout) -> 16-bit rows of a
+// 128B-swizzled panel, by four stmatrix.x4: matrix i of step p holds rows 8 (i % 2).. and
+// columns 8 (2 p + i / 2).., lane l giving the address of row l % 8 of matrix l / 8.
+template <typename TC>
+__device__ __forceinline__ void stage_rows_stmatrix(unsigned char* panel, const float (&acc)[8][4], int warp,
+                                                    int lane) {
+#ifdef LIGHTNING_ATTN_SM90A
+  const int mi = lane / 8, row = warp * 16 + (mi % 2) * 8 + lane % 8;
+#pragma unroll
+  for (int p = 0; p < 4; ++p) {
+    const uint32_t addr = smem_addr(panel + panel_offset(row, (2 * p + mi / 2) * 8));
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
+                 "r"(pack2<TC>(acc[2 * p][0], acc[2 * p][1])), "r"(pack2<TC>(acc[2 * p][2], acc[2 * p][3])),
+                 "r"(pack2<TC>(acc[2 * p + 1][0], acc[2 * p + 1][1])),
+                 "r"(pack2<TC>(acc[2 * p + 1][2], acc[2 * p + 1][3]))
+                 : "memory");
+  }
+#endif
+}
+
 // Host: a [B, T, H, 128] 16-bit operand (strides in elements, nested: sh >= 128, st >= H sh,
-// sb >= T st, all 16-byte multiples) as a 4-D tensor map of 64 x 64 boxes with the 128-byte
-// swizzle. False where the driver refuses it (the caller falls back to cp.async).
+// sb >= T st, all 16-byte multiples) as a 4-D tensor map of boxes of 64 columns x box_rows
+// rows with the 128-byte swizzle. False where the driver refuses it (the caller falls back to cp.async).
 inline bool make_tma_map(CUtensorMap* map, const void* base, bool bf16, int64_t B, int64_t T, int64_t H,
-                         int64_t sb, int64_t st, int64_t sh) {
+                         int64_t sb, int64_t st, int64_t sh, int box_rows = 64) {
   static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult q{};
@@ -86,7 +129,7 @@ inline bool make_tma_map(CUtensorMap* map, const void* base, bool bf16, int64_t 
   if (encode == nullptr) return false;
   const cuuint64_t dims[4] = {128, cuuint64_t(H), cuuint64_t(T), cuuint64_t(B)};
   const cuuint64_t strides[3] = {cuuint64_t(sh) * 2, cuuint64_t(st) * 2, cuuint64_t(sb) * 2};
-  const cuuint32_t box[4] = {64, 1, 64, 1};
+  const cuuint32_t box[4] = {64, 1, cuuint32_t(box_rows), 1};
   const cuuint32_t estr[4] = {1, 1, 1, 1};
   return encode(map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16, 4,
                 const_cast<void*>(base), dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE,
