@@ -262,8 +262,9 @@ def test_split_states_in_output_rows(head_first, state, monkeypatch):
         assert rel_err(in_rows[0], ro) < 1e-2 and rel_err(in_rows[1], rhT) < 1e-2
 
 
+@pytest.mark.parametrize("pingpong", ["0", "1"])
 @pytest.mark.parametrize("B,T,H,state", [(2, 1, 3, True), (2, 777, 3, True), (1, 8191, 2, False), (4, 4096, 16, True)])
-def test_tma_loads_match_cp_async(B, T, H, state, monkeypatch):
+def test_tma_loads_match_cp_async(B, T, H, state, pingpong, monkeypatch):
     """The forward-time Hopper kernel loads its tiles by TMA (one thread, mbarriers) where the
     operands allow; LIGHTNING_ATTN_TMA=0 keeps cp.async. Same arithmetic, so the same bits:
     partial last chunks (zero-filled past T), the split (T = 8191 at B x H = 2), B > 1."""
@@ -275,6 +276,7 @@ def test_tma_loads_match_cp_async(B, T, H, state, monkeypatch):
         o, hT = la.lightning_attn_func(*leaves, slope, 1.0, h0, output_final_state=True)
         return [o.detach(), hT] + list(torch.autograd.grad(o, leaves, do))
 
+    monkeypatch.setenv("LIGHTNING_ATTN_PINGPONG", pingpong)
     tma = run()
     monkeypatch.setenv("LIGHTNING_ATTN_TMA", "0")
     ref = run()

@@ -147,6 +147,12 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
     }
   }
 
+  // v9b ping-pong: warpgroup w issues its first products after barrier 3 + w, which the other
+  // warpgroup arrives at once it has issued its own, so one's mask and w V overlap the other's
+  // tensor-core work. Warpgroup 0 goes first; warpgroup 1 skips its last arrival (none waits).
+  const bool pingpong = TMA && p.pingpong;
+  if (pingpong && wg == 1 && nchunks > 0) named_barrier_arrive(3, 256);
+
   for (int64_t ci = 0; ci < nchunks; ++ci) {
     if constexpr (TMA) {
       // the stage of chunk ci + 2 last held chunk ci - 1: reuse it once both warpgroups released it
@@ -187,6 +193,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
 
     // -- S = Q K^T and O = Q R (K-major Q and K; R MN-major), one commit group
     float sacc[8][4], oacc[8][4];
+    if (pingpong) named_barrier(3 + wg, 256);  // this warpgroup's turn
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 8; ++kk) wgmma_ss<TC, 0, 0>(sacc, kmajor_desc(sQ, kk), kmajor_desc(sK, kk), kk);
@@ -194,6 +201,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
     for (int kk = 0; kk < 8; ++kk)
       wgmma_ss<TC, 0, 1>(oacc, kmajor_desc(sQ, kk), mnmajor_desc(sR, kk), kk);
     wgmma_commit();
+    if (pingpong && (wg == 0 || ci + 1 < nchunks)) named_barrier_arrive(4 - wg, 256);  // the other's turn
 
     // -- w V for this warpgroup's columns while the tensor cores work
     weight_panel_rows<TC>(sVw, sV + wg * L::kPanel, clen, p.scale_upd, p.koff, l2);
@@ -268,6 +276,8 @@ void launch_chunk_sm90_impl(const ChunkParams& p, const TmaMaps& maps, cudaStrea
 
 // LIGHTNING_ATTN_TMA=0 keeps the cp.async loads in the full Hopper kernel (A/B switch).
 inline bool tma_enabled() { return !env_is("LIGHTNING_ATTN_TMA", '0'); }
+// LIGHTNING_ATTN_PINGPONG=1 turns the v9b ping-pong on (off by default until measured).
+inline bool pingpong_enabled() { return env_is("LIGHTNING_ATTN_PINGPONG", '1'); }
 
 // Tensor maps for the TMA kernel: forward-time full calls on whole sequences (a packed
 // sequence's last chunk would read the next sequence's rows; TMA zero-fills only past T)
@@ -302,8 +312,11 @@ bool launch_chunk_sm90(const ChunkParams& p, bool state_only, cudaStream_t strea
     launch_chunk_sm90_impl<TIn, true, false>(p, maps, stream);
   else if (p.o_accumulate)
     launch_chunk_sm90_impl<TIn, false, true>(p, maps, stream);
-  else if (tma_maps<TIn>(p, maps))
-    launch_chunk_sm90_impl<TIn, false, false, true>(p, maps, stream);
+  else if (tma_maps<TIn>(p, maps)) {
+    ChunkParams pp = p;
+    pp.pingpong = pingpong_enabled();
+    launch_chunk_sm90_impl<TIn, false, false, true>(pp, maps, stream);
+  }
   else
     launch_chunk_sm90_impl<TIn, false, false>(p, maps, stream);
   return true;

@@ -80,6 +80,7 @@ struct ChunkParams {
   int64_t seg_len;  // tokens per segment (a multiple of kChunk); >= T without a split
   int nseg;         // segments per sequence (grid.y)
   bool o_accumulate;  // o += this problem's output (only where chunk_fast_takes says so)
+  bool pingpong;      // Hopper TMA kernel: the warpgroups take turns issuing S = Q K^T (v9b)
 };
 
 // Fused reversed sweep of the backward for dk and dv (Dk, Dv <= 128): one pass over
