@@ -89,9 +89,11 @@ VARIANTS = {
     "f2ws": {"LIGHTNING_ATTN_SPLIT_F": "2", "LIGHTNING_ATTN_SPLIT_WS": "1"},
     "notma": {"LIGHTNING_ATTN_TMA": "0"},
     "pingpong": {"LIGHTNING_ATTN_PINGPONG": "1"},
+    "rowstores": {"LIGHTNING_ATTN_TMA_STORE": "0"},
 }
 KNOBS = ("LIGHTNING_ATTN_SM90", "LIGHTNING_ATTN_SPLIT", "LIGHTNING_ATTN_SM90_ACC", "LIGHTNING_ATTN_SPLIT_WS",
-         "LIGHTNING_ATTN_SPLIT_F", "LIGHTNING_ATTN_TMA", "LIGHTNING_ATTN_PINGPONG")
+         "LIGHTNING_ATTN_SPLIT_F", "LIGHTNING_ATTN_TMA", "LIGHTNING_ATTN_PINGPONG",
+         "LIGHTNING_ATTN_TMA_STORE")
 
 
 def set_variant(name):
@@ -136,7 +138,7 @@ def timing(rows, only_split=None):
             o = la.lightning_attn_func(qg, kg, vg, slope)[0]
             torch.autograd.grad(o, (qg, kg, vg), do)
         split = B * H < 132 and D == 128
-        names = ["v6", "notma", "pingpong", "v3"] + (["nosplit"] if split else []) + (["acc0"] if D == 256 else [])
+        names = ["v6", "rowstores", "pingpong", "notma", "v3"] + (["nosplit"] if split else []) + (["acc0"] if D == 256 else [])
         if only_split:
             names = ["v6"] + (only_split if split else [])
         for name in names:

@@ -228,7 +228,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
 
     wgmma_wait<1>();
     fence_regs(oacc);
-    if constexpr (TMA) {
+    if (TMA && p.tma_store) {
       // this warp's 16 rows: stmatrix into the staging panel, one TMA store (v9)
       if (lane == 0) tma_store_wait<true>();  // the warp's rows of chunk ci-1 have been read
       __syncwarp();
@@ -248,9 +248,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
     store_state_copy();
   }
   cp_async_wait_all();
-  if constexpr (TMA) {
-    if (lane == 0) tma_store_wait<false>();  // the staged rows are read and written before exit
-  }
+  if (TMA && p.tma_store && lane == 0) tma_store_wait<false>();  // staged rows read and written before exit
 
   if (p.out_state != nullptr) {
     float* dst = p.out_state + seg * p.out_sseg + n * p.out_sn + h * p.out_sh;
@@ -278,22 +276,28 @@ void launch_chunk_sm90_impl(const ChunkParams& p, const TmaMaps& maps, cudaStrea
 inline bool tma_enabled() { return !env_is("LIGHTNING_ATTN_TMA", '0'); }
 // LIGHTNING_ATTN_PINGPONG=1 turns the v9b ping-pong on (off by default until measured).
 inline bool pingpong_enabled() { return env_is("LIGHTNING_ATTN_PINGPONG", '1'); }
+// LIGHTNING_ATTN_TMA_STORE=0 keeps v8's 4-byte row stores in the TMA kernel (A/B switch).
+inline bool tma_store_enabled() { return !env_is("LIGHTNING_ATTN_TMA_STORE", '0'); }
 
 // Tensor maps for the TMA kernel: forward-time full calls on whole sequences (a packed
 // sequence's last chunk would read the next sequence's rows; TMA zero-fills only past T)
-// whose operands nest as [B, T, H, 128]. False: the cp.async kernel runs.
+// whose operands nest as [B, T, H, 128]. False: the cp.async kernel runs. Sets p.tma_store
+// where o takes a map too (one 16-row box per warp: each warp stores its own rows).
 template <typename TIn>
-bool tma_maps(const ChunkParams& p, TmaMaps& m) {
-  if (!tma_enabled() || p.reverse || p.o_accumulate || p.cu32 || p.cu64 || !p.o_vec) return false;
+bool tma_maps(ChunkParams& p, TmaMaps& m) {
+  if (!tma_enabled() || p.reverse || p.o_accumulate || p.cu32 || p.cu64) return false;
   const bool bf16 = std::is_same<TIn, __nv_bfloat16>::value;
   auto map = [&](CUtensorMap* out, const void* x, int64_t sb, int64_t st, int64_t sh, int rows) {
     if (p.N == 1) sb = p.T * st;  // one batch row: its stride is never used
     if (sh < 128 || st < p.H * sh || sb < p.T * st) return false;
     return make_tma_map(out, x, bf16, p.N, p.T, p.H, sb, st, sh, rows);
   };
-  // o: one 16-row box per warp (each warp stores its own rows)
-  return map(&m.q, p.q, p.q_sb, p.q_st, p.q_sh, 64) && map(&m.k, p.k, p.k_sb, p.k_st, p.k_sh, 64) &&
-         map(&m.v, p.v, p.v_sb, p.v_st, p.v_sh, 64) && map(&m.o, p.o, p.o_sb, p.o_st, p.o_sh, 16);
+  if (!(map(&m.q, p.q, p.q_sb, p.q_st, p.q_sh, 64) && map(&m.k, p.k, p.k_sb, p.k_st, p.k_sh, 64) &&
+        map(&m.v, p.v, p.v_sb, p.v_st, p.v_sh, 64)))
+    return false;
+  p.tma_store = tma_store_enabled() && p.o_vec && map(&m.o, p.o, p.o_sb, p.o_st, p.o_sh, 16);
+  p.pingpong = pingpong_enabled();
+  return true;
 }
 
 template <typename TIn>
@@ -312,11 +316,8 @@ bool launch_chunk_sm90(const ChunkParams& p, bool state_only, cudaStream_t strea
     launch_chunk_sm90_impl<TIn, true, false>(p, maps, stream);
   else if (p.o_accumulate)
     launch_chunk_sm90_impl<TIn, false, true>(p, maps, stream);
-  else if (tma_maps<TIn>(p, maps)) {
-    ChunkParams pp = p;
-    pp.pingpong = pingpong_enabled();
-    launch_chunk_sm90_impl<TIn, false, false, true>(pp, maps, stream);
-  }
+  else if (ChunkParams pt = p; tma_maps<TIn>(pt, maps))
+    launch_chunk_sm90_impl<TIn, false, false, true>(pt, maps, stream);
   else
     launch_chunk_sm90_impl<TIn, false, false>(p, maps, stream);
   return true;

@@ -81,6 +81,7 @@ struct ChunkParams {
   int nseg;         // segments per sequence (grid.y)
   bool o_accumulate;  // o += this problem's output (only where chunk_fast_takes says so)
   bool pingpong;      // Hopper TMA kernel: the warpgroups take turns issuing S = Q K^T (v9b)
+  bool tma_store;     // Hopper TMA kernel: o rows by stmatrix + TMA store (v9), else 4-byte stores
 };
 
 // Fused reversed sweep of the backward for dk and dv (Dk, Dv <= 128): one pass over
