@@ -262,18 +262,19 @@ def test_split_states_in_output_rows(head_first, state, monkeypatch):
         assert rel_err(in_rows[0], ro) < 1e-2 and rel_err(in_rows[1], rhT) < 1e-2
 
 
-TMA_VARIANTS = {"tma": {}, "rowstores": {"LIGHTNING_ATTN_TMA_STORE": "0"}, "pingpong": {"LIGHTNING_ATTN_PINGPONG": "1"}}
+TMA_VARIANTS = {"tma": {}, "rowstores": {"LIGHTNING_ATTN_TMA_STORE": "0"}}
 
 
 @pytest.mark.parametrize("variant", list(TMA_VARIANTS))
 @pytest.mark.parametrize("B,T,H,state,dtype", [(2, 1, 3, True, torch.bfloat16), (2, 777, 3, True, torch.float16),
                                                (1, 8191, 2, False, torch.bfloat16), (4, 4096, 16, True, torch.bfloat16)])
 def test_tma_loads_match_cp_async(B, T, H, state, dtype, variant, monkeypatch):
-    """The forward-time Hopper kernel loads its tiles by TMA (one thread, mbarriers) and stores
-    its output rows by stmatrix + TMA where the operands allow; LIGHTNING_ATTN_TMA=0 keeps
-    cp.async and 4-byte stores. Same arithmetic, so the same bits: partial last chunks
-    (zero-filled past T on load, dropped past T on store), the split (T = 8191 at B x H = 2,
-    states in the output rows), B > 1; also with v8's row stores and with the v9b ping-pong."""
+    """The forward-time Hopper kernel loads its tiles by TMA (one thread, mbarriers), and it and
+    the dk/dv sweep store their output rows by stmatrix + TMA where the operands allow;
+    LIGHTNING_ATTN_TMA=0 keeps cp.async and 4-byte stores. Same arithmetic, so the same bits:
+    partial chunks (zero-filled past T on load; stores dropped past T, and before time 0 in the
+    reversed dk/dv sweep), the split (T = 8191 at B x H = 2, states in the output rows), B > 1;
+    also with TMA loads but v8's row stores (LIGHTNING_ATTN_TMA_STORE=0)."""
     q, k, v, slope, h0 = make_inputs(B, T, H, 128, 128, dtype, state=state)
     leaves = [x.requires_grad_() for x in (q, k, v)]
     do = torch.randn_like(v)

@@ -75,7 +75,9 @@ def check_varlen(rows, dtype, tol):
 # sequence split (the plain grid even when it leaves SMs idle); acc0 = Dk = 256 pieces summed by
 # a separate add; ws = split states in a workspace instead of the output's rows; f2, f8 = 2 or 8
 # pass-1 sub-segments per segment instead of the plan's; notma = the full Hopper kernel with
-# cp.async loads and a block barrier per chunk instead of TMA and mbarriers (v8).
+# cp.async loads and a block barrier per chunk instead of TMA and mbarriers (v8), and 4-byte row
+# stores everywhere; rowstores = TMA loads but 4-byte row stores instead of stmatrix + TMA store
+# (v9 in the forward, v10 in the dk/dv sweep).
 VARIANTS = {
     "v6": {},
     "v3": {"LIGHTNING_ATTN_SM90": "0"},
@@ -88,11 +90,10 @@ VARIANTS = {
     "f3": {"LIGHTNING_ATTN_SPLIT_F": "3"},
     "f2ws": {"LIGHTNING_ATTN_SPLIT_F": "2", "LIGHTNING_ATTN_SPLIT_WS": "1"},
     "notma": {"LIGHTNING_ATTN_TMA": "0"},
-    "pingpong": {"LIGHTNING_ATTN_PINGPONG": "1"},
     "rowstores": {"LIGHTNING_ATTN_TMA_STORE": "0"},
 }
 KNOBS = ("LIGHTNING_ATTN_SM90", "LIGHTNING_ATTN_SPLIT", "LIGHTNING_ATTN_SM90_ACC", "LIGHTNING_ATTN_SPLIT_WS",
-         "LIGHTNING_ATTN_SPLIT_F", "LIGHTNING_ATTN_TMA", "LIGHTNING_ATTN_PINGPONG",
+         "LIGHTNING_ATTN_SPLIT_F", "LIGHTNING_ATTN_TMA",
          "LIGHTNING_ATTN_TMA_STORE")
 
 
@@ -138,7 +139,7 @@ def timing(rows, only_split=None):
             o = la.lightning_attn_func(qg, kg, vg, slope)[0]
             torch.autograd.grad(o, (qg, kg, vg), do)
         split = B * H < 132 and D == 128
-        names = ["v6", "rowstores", "pingpong", "notma", "v3"] + (["nosplit"] if split else []) + (["acc0"] if D == 256 else [])
+        names = ["v6", "rowstores", "notma", "v3"] + (["nosplit"] if split else []) + (["acc0"] if D == 256 else [])
         if only_split:
             names = ["v6"] + (only_split if split else [])
         for name in names:

@@ -8,11 +8,14 @@
 //   out = diag(lambda^r) X dS (wg 0) or X dS^T (wg 1) + P Z
 //   dS[:, half] = lambda^c dS[:, half] + Q^T (w dO[:, half])
 // One 16-bit copy of dS serves both state products: MN-major for X dS, K-major for X dS^T.
-// Chunk i+1 streams in by cp.async (two stages of Q, K, V, dO) while chunk i computes.
+// Chunk i+1 streams in by cp.async (two stages of Q, K, V, dO) while chunk i computes. On whole
+// sequences each warp writes its 16 rows of dv (or dk) by stmatrix into a staging panel, rows
+// flipped to natural time order, and two TMA stores (v10) instead of 32 4-byte stores.
 #pragma once
 
 #include "bwd_dkdv_kernel.cuh"
 #include "sm90_tiles.cuh"
+#include "tma_utils.cuh"
 
 namespace lightning_attn {
 namespace cuda {
@@ -23,19 +26,22 @@ struct DkDvSm90Smem {
   static constexpr int kStage = 4 * kTile;       // Q, K, V, dO of one chunk
   static constexpr int kW = kPanelBytes;         // w dO of one warpgroup
   static constexpr int kS = 2 * kPanelBytes;     // 16-bit dS[128, 64] of one warpgroup
-  static constexpr size_t bytes = 1024 + kStages * kStage + 2 * kW + 2 * kS;
+  static constexpr int kOst = 2 * kPanelBytes;   // TMA store: [64, 128] output rows of one warpgroup
+  static constexpr size_t bytes = 1024 + kStages * kStage + 2 * kW + 2 * kS + 2 * kOst;
 };
 
 // The sweep of warpgroup WG (0: dv, 1: dk). Both warpgroups run it in lockstep (barrier 0 over
 // all 256 threads); making WG a template parameter keeps every wgmma out of divergent code.
-template <int WG, typename TIn>
-__device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, unsigned char* smem, int h, int n, int seg) {
+template <int WG, typename TIn, bool TMA_STORE>
+__device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUtensorMap* out_map, unsigned char* smem,
+                                                int h, int n, int seg) {
   using TC = TIn;
   using L = DkDvSm90Smem;
   const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
   const int g = lane / 4;
   unsigned char* sW = smem + L::kStages * L::kStage + WG * L::kW;
   unsigned char* sS = smem + L::kStages * L::kStage + 2 * L::kW;  // panel of warpgroup w at w * kS
+  unsigned char* sOst = smem + L::kStages * L::kStage + 2 * L::kW + 2 * L::kS + WG * L::kOst;
   auto stage = [&](int buf) { return smem + buf * L::kStage; };
   auto sync_all = [] { asm volatile("bar.sync 0, 256;\n" ::: "memory"); };
 
@@ -147,8 +153,24 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, unsigned ch
     fence_regs(acc0);
     fence_regs(acc1);
     const int64_t first = last_row(ci);
-    store_rows_pairs<TIn>(acc0, outb, out_st, 0, warp, lane, clen, first, -1);
-    store_rows_pairs<TIn>(acc1, outb, out_st, 64, warp, lane, clen, first, -1);
+    if constexpr (TMA_STORE) {
+      // tile rows 16 warp .. 16 warp + 15 = times first - 16 warp .. first - 16 warp - 15: the box
+      // starts at the latter (negative for a partial chunk at time 0: TMA drops rows out of bounds)
+      if (lane == 0) tma_store_wait<true>();  // the warp's rows of chunk ci-1 have been read
+      __syncwarp();
+      stage_rows_stmatrix<TC, true>(sOst, acc0, warp, lane);
+      stage_rows_stmatrix<TC, true>(sOst + kPanelBytes, acc1, warp, lane);
+      fence_proxy_async();
+      __syncwarp();
+      if (lane == 0 && warp * 16 < clen) {
+        const int t = int(first) - warp * 16 - 15;
+        tma_store_panel(out_map, sOst + warp * 16 * kPanelRowBytes, 0, h, t, b);
+        tma_store_panel(out_map, sOst + kPanelBytes + warp * 16 * kPanelRowBytes, 64, h, t, b);
+      }
+    } else {
+      store_rows_pairs<TIn>(acc0, outb, out_st, 0, warp, lane, clen, first, -1);
+      store_rows_pairs<TIn>(acc1, outb, out_st, 64, warp, lane, clen, first, -1);
+    }
     wgmma_wait<0>();
     fence_regs(racc[0]);
     fence_regs(racc[1]);
@@ -156,6 +178,7 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, unsigned ch
     store_state_panel<TC>(sS + WG * L::kS, racc, warp, lane);
   }
   cp_async_wait_all();
+  if (TMA_STORE && lane == 0) tma_store_wait<false>();  // staged rows read and written before exit
 
   if (p.out_state != nullptr) {
     float* dst = p.out_state + n * p.out_sn + h * p.out_sh;
@@ -165,17 +188,27 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, unsigned ch
   }
 }
 
-template <typename TIn>
-__global__ void __launch_bounds__(256, 1) dkdv_kernel_sm90(const DkDvParams p) {
+template <typename TIn, bool TMA_STORE>
+__global__ void __launch_bounds__(256, 1) dkdv_kernel_sm90(const DkDvParams p, const __grid_constant__ DkDvMaps maps) {
 #ifdef LIGHTNING_ATTN_SM90A
   extern __shared__ __align__(1024) unsigned char smem_dkdv90[];
   unsigned char* smem = smem_dkdv90 + ((1024 - (smem_addr(smem_dkdv90) & 1023)) & 1023);
   const int h = blockIdx.x % p.H, n = blockIdx.x / p.H, seg = blockIdx.y;
   if (threadIdx.x < 128)
-    dkdv_sweep_sm90<0, TIn>(p, smem, h, n, seg);
+    dkdv_sweep_sm90<0, TIn, TMA_STORE>(p, &maps.dv, smem, h, n, seg);
   else
-    dkdv_sweep_sm90<1, TIn>(p, smem, h, n, seg);
+    dkdv_sweep_sm90<1, TIn, TMA_STORE>(p, &maps.dk, smem, h, n, seg);
 #endif
+}
+
+// TMA stores of dk and dv: whole sequences (a packed sequence's partial chunk would write the
+// previous sequence's rows) whose outputs nest as [B, T, H, 128] and are 16-byte aligned.
+template <typename TIn>
+bool dkdv_store_maps(const DkDvParams& p, DkDvMaps& m) {
+  if (!tma_store_enabled() || p.cu32 || p.cu64) return false;
+  const bool bf16 = std::is_same<TIn, __nv_bfloat16>::value;
+  return make_tma_map(&m.dk, p.dk, bf16, p.N, p.T, p.H, p.dk_sb, p.dk_st, p.dk_sh, 16) &&
+         make_tma_map(&m.dv, p.dv, bf16, p.N, p.T, p.H, p.dv_sb, p.dv_st, p.dv_sh, 16);
 }
 
 // Taken for Dk = Dv = 128 with 16-byte aligned inputs and 4-byte aligned dk, dv pairs.
@@ -184,13 +217,14 @@ bool launch_dkdv_sm90(const DkDvParams& p, cudaStream_t stream) {
   if (p.Dk != 128 || p.Dv != 128 || !p.q_vec || !p.k_vec || !p.v_vec || !p.do_vec || !p.dk_vec2 || !p.dv_vec2 ||
       !sm90_enabled())
     return false;
-  static const bool runs = sm90_binary(dkdv_kernel_sm90<TIn>);
+  static const bool runs = sm90_binary(dkdv_kernel_sm90<TIn, false>);
   if (!runs) return false;
-  auto kernel = dkdv_kernel_sm90<TIn>;
+  alignas(64) DkDvMaps maps{};
+  auto kernel = dkdv_store_maps<TIn>(p, maps) ? dkdv_kernel_sm90<TIn, true> : dkdv_kernel_sm90<TIn, false>;
   const int smem = int(DkDvSm90Smem::bytes);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned(p.nseg));
-  kernel<<<grid, 256, smem, stream>>>(p);
+  kernel<<<grid, 256, smem, stream>>>(p, maps);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return true;
 }

@@ -147,12 +147,6 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
     }
   }
 
-  // v9b ping-pong: warpgroup w issues its first products after barrier 3 + w, which the other
-  // warpgroup arrives at once it has issued its own, so one's mask and w V overlap the other's
-  // tensor-core work. Warpgroup 0 goes first; warpgroup 1 skips its last arrival (none waits).
-  const bool pingpong = TMA && p.pingpong;
-  if (pingpong && wg == 1 && nchunks > 0) named_barrier_arrive(3, 256);
-
   for (int64_t ci = 0; ci < nchunks; ++ci) {
     if constexpr (TMA) {
       // the stage of chunk ci + 2 last held chunk ci - 1: reuse it once both warpgroups released it
@@ -193,7 +187,6 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
 
     // -- S = Q K^T and O = Q R (K-major Q and K; R MN-major), one commit group
     float sacc[8][4], oacc[8][4];
-    if (pingpong) named_barrier(3 + wg, 256);  // this warpgroup's turn
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < 8; ++kk) wgmma_ss<TC, 0, 0>(sacc, kmajor_desc(sQ, kk), kmajor_desc(sK, kk), kk);
@@ -201,7 +194,6 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
     for (int kk = 0; kk < 8; ++kk)
       wgmma_ss<TC, 0, 1>(oacc, kmajor_desc(sQ, kk), mnmajor_desc(sR, kk), kk);
     wgmma_commit();
-    if (pingpong && (wg == 0 || ci + 1 < nchunks)) named_barrier_arrive(4 - wg, 256);  // the other's turn
 
     // -- w V for this warpgroup's columns while the tensor cores work
     weight_panel_rows<TC>(sVw, sV + wg * L::kPanel, clen, p.scale_upd, p.koff, l2);
@@ -232,7 +224,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
       // this warp's 16 rows: stmatrix into the staging panel, one TMA store (v9)
       if (lane == 0) tma_store_wait<true>();  // the warp's rows of chunk ci-1 have been read
       __syncwarp();
-      stage_rows_stmatrix<TC>(sOst, oacc, warp, lane);
+      stage_rows_stmatrix<TC, false>(sOst, oacc, warp, lane);
       fence_proxy_async();
       __syncwarp();
       if (lane == 0)
@@ -272,13 +264,6 @@ void launch_chunk_sm90_impl(const ChunkParams& p, const TmaMaps& maps, cudaStrea
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// LIGHTNING_ATTN_TMA=0 keeps the cp.async loads in the full Hopper kernel (A/B switch).
-inline bool tma_enabled() { return !env_is("LIGHTNING_ATTN_TMA", '0'); }
-// LIGHTNING_ATTN_PINGPONG=1 turns the v9b ping-pong on (off by default until measured).
-inline bool pingpong_enabled() { return env_is("LIGHTNING_ATTN_PINGPONG", '1'); }
-// LIGHTNING_ATTN_TMA_STORE=0 keeps v8's 4-byte row stores in the TMA kernel (A/B switch).
-inline bool tma_store_enabled() { return !env_is("LIGHTNING_ATTN_TMA_STORE", '0'); }
-
 // Tensor maps for the TMA kernel: forward-time full calls on whole sequences (a packed
 // sequence's last chunk would read the next sequence's rows; TMA zero-fills only past T)
 // whose operands nest as [B, T, H, 128]. False: the cp.async kernel runs. Sets p.tma_store
@@ -288,15 +273,12 @@ bool tma_maps(ChunkParams& p, TmaMaps& m) {
   if (!tma_enabled() || p.reverse || p.o_accumulate || p.cu32 || p.cu64) return false;
   const bool bf16 = std::is_same<TIn, __nv_bfloat16>::value;
   auto map = [&](CUtensorMap* out, const void* x, int64_t sb, int64_t st, int64_t sh, int rows) {
-    if (p.N == 1) sb = p.T * st;  // one batch row: its stride is never used
-    if (sh < 128 || st < p.H * sh || sb < p.T * st) return false;
     return make_tma_map(out, x, bf16, p.N, p.T, p.H, sb, st, sh, rows);
   };
   if (!(map(&m.q, p.q, p.q_sb, p.q_st, p.q_sh, 64) && map(&m.k, p.k, p.k_sb, p.k_st, p.k_sh, 64) &&
         map(&m.v, p.v, p.v_sb, p.v_st, p.v_sh, 64)))
     return false;
   p.tma_store = tma_store_enabled() && p.o_vec && map(&m.o, p.o, p.o_sb, p.o_st, p.o_sh, 16);
-  p.pingpong = pingpong_enabled();
   return true;
 }
 

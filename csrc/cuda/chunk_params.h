@@ -80,7 +80,6 @@ struct ChunkParams {
   int64_t seg_len;  // tokens per segment (a multiple of kChunk); >= T without a split
   int nseg;         // segments per sequence (grid.y)
   bool o_accumulate;  // o += this problem's output (only where chunk_fast_takes says so)
-  bool pingpong;      // Hopper TMA kernel: the warpgroups take turns issuing S = Q K^T (v9b)
   bool tma_store;     // Hopper TMA kernel: o rows by stmatrix + TMA store (v9), else 4-byte stores
 };
 

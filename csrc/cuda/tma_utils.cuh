@@ -9,6 +9,7 @@
 #include <cuda.h>
 #include <cudaTypedefs.h>
 
+#include "chunk_params.h"
 #include "wgmma_utils.cuh"
 
 namespace lightning_attn {
@@ -19,6 +20,15 @@ namespace cuda {
 struct TmaMaps {
   CUtensorMap q, k, v, o;
 };
+// The dk/dv sweep's outputs (16-row boxes, one per warp), stored in reversed time.
+struct DkDvMaps {
+  CUtensorMap dk, dv;
+};
+
+// LIGHTNING_ATTN_TMA=0 keeps cp.async loads and 4-byte row stores in the Hopper kernels;
+// LIGHTNING_ATTN_TMA_STORE=0 keeps only the row stores (v8). A/B switches.
+inline bool tma_enabled() { return !env_is("LIGHTNING_ATTN_TMA", '0'); }
+inline bool tma_store_enabled() { return tma_enabled() && !env_is("LIGHTNING_ATTN_TMA_STORE", '0'); }
 
 __device__ __forceinline__ void mbar_init(uint64_t* bar, int count) {
 #ifdef LIGHTNING_ATTN_SM90A
@@ -89,12 +99,14 @@ __device__ __forceinline__ void tma_store_wait() {
 
 // A warp's 16 rows x 64 columns of fp32 accumulators (wgmma layout) -> 16-bit rows of a
 // 128B-swizzled panel, by four stmatrix.x4: matrix i of step p holds rows 8 (i % 2).. and
-// columns 8 (2 p + i / 2).., lane l giving the address of row l % 8 of matrix l / 8.
-template <typename TC>
+// columns 8 (2 p + i / 2).., lane l giving the address of row l % 8 of matrix l / 8. FLIP
+// writes the warp's 16 rows in reverse order (reversed time: row 15 of the box is row 0 of the tile).
+template <typename TC, bool FLIP>
 __device__ __forceinline__ void stage_rows_stmatrix(unsigned char* panel, const float (&acc)[8][4], int warp,
                                                     int lane) {
 #ifdef LIGHTNING_ATTN_SM90A
-  const int mi = lane / 8, row = warp * 16 + (mi % 2) * 8 + lane % 8;
+  const int local = (lane / 8 % 2) * 8 + lane % 8, mi = lane / 8;
+  const int row = warp * 16 + (FLIP ? 15 - local : local);
 #pragma unroll
   for (int p = 0; p < 4; ++p) {
     const uint32_t addr = smem_addr(panel + panel_offset(row, (2 * p + mi / 2) * 8));
@@ -109,9 +121,12 @@ __device__ __forceinline__ void stage_rows_stmatrix(unsigned char* panel, const 
 
 // Host: a [B, T, H, 128] 16-bit operand (strides in elements, nested: sh >= 128, st >= H sh,
 // sb >= T st, all 16-byte multiples) as a 4-D tensor map of boxes of 64 columns x box_rows
-// rows with the 128-byte swizzle. False where the driver refuses it (the caller falls back to cp.async).
+// rows with the 128-byte swizzle. False where the strides do not nest or the driver refuses
+// it (the caller falls back to cp.async or row stores).
 inline bool make_tma_map(CUtensorMap* map, const void* base, bool bf16, int64_t B, int64_t T, int64_t H,
                          int64_t sb, int64_t st, int64_t sh, int box_rows = 64) {
+  if (B == 1) sb = T * st;  // one batch row: its stride is never used
+  if (sh < 128 || st < H * sh || sb < T * st || T > INT32_MAX) return false;  // coordinates are int32
   static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult q{};
