@@ -153,19 +153,21 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
     fence_regs(acc0);
     fence_regs(acc1);
     const int64_t first = last_row(ci);
-    if constexpr (TMA_STORE) {
-      // tile rows 16 warp .. 16 warp + 15 = times first - 16 warp .. first - 16 warp - 15: the box
-      // starts at the latter (negative for a partial chunk at time 0: TMA drops rows out of bounds)
+    // tile rows 16 warp .. 16 warp + 15 = times first - 16 warp .. first - 16 warp - 15: the box
+    // starts at the latter; a box that would start before time 0 (the partial chunk at the
+    // sequence's start) is stored by rows instead: with negative starts the kernel faulted
+    // (illegal instruction; session 6, run 2: every failing call had such a chunk)
+    const int tbox = int(first) - warp * 16 - 15;
+    if (TMA_STORE && tbox >= 0) {
       if (lane == 0) tma_store_wait<true>();  // the warp's rows of chunk ci-1 have been read
       __syncwarp();
       stage_rows_stmatrix<TC, true>(sOst, acc0, warp, lane);
       stage_rows_stmatrix<TC, true>(sOst + kPanelBytes, acc1, warp, lane);
       fence_proxy_async();
       __syncwarp();
-      if (lane == 0 && warp * 16 < clen) {
-        const int t = int(first) - warp * 16 - 15;
-        tma_store_panel(out_map, sOst + warp * 16 * kPanelRowBytes, 0, h, t, b);
-        tma_store_panel(out_map, sOst + kPanelBytes + warp * 16 * kPanelRowBytes, 64, h, t, b);
+      if (lane == 0) {
+        tma_store_panel(out_map, sOst + warp * 16 * kPanelRowBytes, 0, h, tbox, b);
+        tma_store_panel(out_map, sOst + kPanelBytes + warp * 16 * kPanelRowBytes, 64, h, tbox, b);
       }
     } else {
       store_rows_pairs<TIn>(acc0, outb, out_st, 0, warp, lane, clen, first, -1);
