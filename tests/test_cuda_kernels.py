@@ -266,16 +266,21 @@ TMA_VARIANTS = {"tma": {}, "rowstores": {"LIGHTNING_ATTN_TMA_STORE": "0"}}
 
 
 @pytest.mark.parametrize("variant", list(TMA_VARIANTS))
-@pytest.mark.parametrize("B,T,H,state,dtype", [(2, 1, 3, True, torch.bfloat16), (2, 777, 3, True, torch.float16),
-                                               (1, 8191, 2, False, torch.bfloat16), (4, 4096, 16, True, torch.bfloat16)])
-def test_tma_loads_match_cp_async(B, T, H, state, dtype, variant, monkeypatch):
+@pytest.mark.parametrize("B,T,H,state,dtype,Dk", [(2, 1, 3, True, torch.bfloat16, 128),
+                                                  (2, 777, 3, True, torch.float16, 128),
+                                                  (1, 8191, 2, False, torch.bfloat16, 128),
+                                                  (4, 4096, 16, True, torch.bfloat16, 128),
+                                                  (2, 777, 3, True, torch.bfloat16, 256),
+                                                  (1, 8191, 2, True, torch.float16, 256)])
+def test_tma_loads_match_cp_async(B, T, H, state, dtype, Dk, variant, monkeypatch):
     """The forward-time Hopper kernel loads its tiles by TMA (one thread, mbarriers), and it and
     the dk/dv sweep store their output rows by stmatrix + TMA where the operands allow;
     LIGHTNING_ATTN_TMA=0 keeps cp.async and 4-byte stores. Same arithmetic, so the same bits:
     partial chunks (zero-filled past T on load; stores dropped past T, and before time 0 in the
     reversed dk/dv sweep), the split (T = 8191 at B x H = 2, states in the output rows), B > 1;
-    also with TMA loads but v8's row stores (LIGHTNING_ATTN_TMA_STORE=0)."""
-    q, k, v, slope, h0 = make_inputs(B, T, H, 128, 128, dtype, state=state)
+    also with TMA loads but v8's row stores (LIGHTNING_ATTN_TMA_STORE=0). Dk = 256: the second
+    128-wide piece adds into o (and dq) in the kernel, its o + result stored by TMA too."""
+    q, k, v, slope, h0 = make_inputs(B, T, H, Dk, 128, dtype, state=state)
     leaves = [x.requires_grad_() for x in (q, k, v)]
     do = torch.randn_like(v)
 

@@ -77,7 +77,7 @@ def check_varlen(rows, dtype, tol):
 # pass-1 sub-segments per segment instead of the plan's; notma = the full Hopper kernel with
 # cp.async loads and a block barrier per chunk instead of TMA and mbarriers (v8), and 4-byte row
 # stores everywhere; rowstores = TMA loads but 4-byte row stores instead of stmatrix + TMA store
-# (v9 in the forward, v10 in the dk/dv sweep).
+# (v9 in the forward, v10 in the dk/dv sweep, v11 in the forward ACC piece of Dk = 256).
 VARIANTS = {
     "v6": {},
     "v3": {"LIGHTNING_ATTN_SM90": "0"},

@@ -38,7 +38,7 @@ struct Sm90Smem {
   static constexpr int kStage = kO + (ACC ? kTile : 0);
   static constexpr int kVw = kPanel;                         // w V of one warpgroup
   static constexpr int kR = STATE_ONLY ? 0 : 2 * kPanel;     // 16-bit R[128, 64] of one warpgroup
-  static constexpr int kOst = TMA ? kPanel : 0;              // TMA: O rows of one warpgroup, staged
+  static constexpr int kOst = (TMA || ACC) ? kPanel : 0;     // TMA store: O rows of one warpgroup, staged
   static constexpr int kFixed = kStages * kStage + 2 * kVw + 2 * kR + 2 * kOst;
   static constexpr int kBars = kFixed;                       // TMA: full[kStages], empty[kStages]
   static constexpr size_t bytes = 1024 + kFixed + 2 * kStages * 8;  // + slack to align the base to 1024
@@ -220,8 +220,9 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
 
     wgmma_wait<1>();
     fence_regs(oacc);
-    if (TMA && p.tma_store) {
-      // this warp's 16 rows: stmatrix into the staging panel, one TMA store (v9)
+    if ((TMA || ACC) && p.tma_store) {
+      // this warp's 16 rows: stmatrix into the staging panel, one TMA store (v9; ACC: v11)
+      if constexpr (ACC) add_panel_rows<TIn>(oacc, sQ + L::kO + wg * L::kPanel, warp, lane);
       if (lane == 0) tma_store_wait<true>();  // the warp's rows of chunk ci-1 have been read
       __syncwarp();
       stage_rows_stmatrix<TC, false>(sOst, oacc, warp, lane);
@@ -240,7 +241,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
     store_state_copy();
   }
   cp_async_wait_all();
-  if (TMA && p.tma_store && lane == 0) tma_store_wait<false>();  // staged rows read and written before exit
+  if ((TMA || ACC) && p.tma_store && lane == 0) tma_store_wait<false>();  // staged rows read and written before exit
 
   if (p.out_state != nullptr) {
     float* dst = p.out_state + seg * p.out_sseg + n * p.out_sn + h * p.out_sh;
@@ -264,21 +265,30 @@ void launch_chunk_sm90_impl(const ChunkParams& p, const TmaMaps& maps, cudaStrea
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
+// The o map of the TMA store (one 16-row box per warp: each warp stores its own rows):
+// forward-time calls on whole sequences (a packed sequence's last chunk would write into the
+// next one) whose output nests as [B, T, H, 128].
+template <typename TIn>
+bool o_store_map(const ChunkParams& p, TmaMaps& m) {
+  return tma_store_enabled() && !p.reverse && !p.cu32 && !p.cu64 && p.o_vec &&
+         make_tma_map(&m.o, p.o, std::is_same<TIn, __nv_bfloat16>::value, p.N, p.T, p.H, p.o_sb, p.o_st, p.o_sh, 16);
+}
+
 // Tensor maps for the TMA kernel: forward-time full calls on whole sequences (a packed
 // sequence's last chunk would read the next sequence's rows; TMA zero-fills only past T)
 // whose operands nest as [B, T, H, 128]. False: the cp.async kernel runs. Sets p.tma_store
-// where o takes a map too (one 16-row box per warp: each warp stores its own rows).
+// where o takes a map too.
 template <typename TIn>
 bool tma_maps(ChunkParams& p, TmaMaps& m) {
   if (!tma_enabled() || p.reverse || p.o_accumulate || p.cu32 || p.cu64) return false;
   const bool bf16 = std::is_same<TIn, __nv_bfloat16>::value;
-  auto map = [&](CUtensorMap* out, const void* x, int64_t sb, int64_t st, int64_t sh, int rows) {
-    return make_tma_map(out, x, bf16, p.N, p.T, p.H, sb, st, sh, rows);
+  auto map = [&](CUtensorMap* out, const void* x, int64_t sb, int64_t st, int64_t sh) {
+    return make_tma_map(out, x, bf16, p.N, p.T, p.H, sb, st, sh, 64);
   };
-  if (!(map(&m.q, p.q, p.q_sb, p.q_st, p.q_sh, 64) && map(&m.k, p.k, p.k_sb, p.k_st, p.k_sh, 64) &&
-        map(&m.v, p.v, p.v_sb, p.v_st, p.v_sh, 64)))
+  if (!(map(&m.q, p.q, p.q_sb, p.q_st, p.q_sh) && map(&m.k, p.k, p.k_sb, p.k_st, p.k_sh) &&
+        map(&m.v, p.v, p.v_sb, p.v_st, p.v_sh)))
     return false;
-  p.tma_store = tma_store_enabled() && p.o_vec && map(&m.o, p.o, p.o_sb, p.o_st, p.o_sh, 16);
+  p.tma_store = o_store_map<TIn>(p, m);
   return true;
 }
 
@@ -296,8 +306,11 @@ bool launch_chunk_sm90(const ChunkParams& p, bool state_only, cudaStream_t strea
   alignas(64) TmaMaps maps{};
   if (state_only)
     launch_chunk_sm90_impl<TIn, true, false>(p, maps, stream);
-  else if (p.o_accumulate)
-    launch_chunk_sm90_impl<TIn, false, true>(p, maps, stream);
+  else if (p.o_accumulate) {  // cp.async loads (old o rows too), TMA store of o + result (v11)
+    ChunkParams pa = p;
+    pa.tma_store = o_store_map<TIn>(pa, maps);
+    launch_chunk_sm90_impl<TIn, false, true>(pa, maps, stream);
+  }
   else if (ChunkParams pt = p; tma_maps<TIn>(pt, maps))
     launch_chunk_sm90_impl<TIn, false, false, true>(pt, maps, stream);
   else

@@ -87,6 +87,21 @@ __device__ __forceinline__ void store_rows_pairs(const float (&acc)[8][4], TIn* 
   }
 }
 
+// acc += the same rows and columns of a 16-bit panel (the ACC kernel's old o rows), in the
+// wgmma accumulator layout of this warp's 16 rows.
+template <typename TIn>
+__device__ __forceinline__ void add_panel_rows(float (&acc)[8][4], const unsigned char* panel, int warp, int lane) {
+  const int g = lane / 4, cq = lane % 4;
+#pragma unroll
+  for (int half = 0; half < 2; ++half)
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const float2 x =
+          unpack2<TIn>(*reinterpret_cast<const uint32_t*>(panel + panel_offset(warp * 16 + g + half * 8, j * 8 + 2 * cq)));
+      acc[j][2 * half] += x.x, acc[j][2 * half + 1] += x.y;
+    }
+}
+
 // dst = diag(w) src for one [64, 64] panel, by a warpgroup (same swizzle, so the byte
 // offset carries over): w_r = scale lambda^(clen - 1 - r + off) for rows r < clen, else 0.
 template <typename TC>
