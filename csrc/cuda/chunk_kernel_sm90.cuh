@@ -13,8 +13,9 @@
 // computes: by cp.async from all 256 threads behind one block barrier per chunk, or (TMA,
 // v8: forward-time full calls on whole sequences) as bulk tensor copies issued by one
 // thread, each warpgroup waiting on the stage's mbarrier and releasing it when done, so the
-// two warpgroups are no longer held in lockstep; there each warp also writes its 16 output
-// rows by stmatrix into a staging panel and one TMA store (v9) instead of 16 4-byte stores.
+// two warpgroups are no longer held in lockstep. Where o takes a tensor map (whole sequences,
+// forward time), each warp writes its 16 output rows by stmatrix into a staging panel and one
+// TMA store (v9; the ACC instance too, after adding the old rows: v11) instead of 16 4-byte stores.
 #pragma once
 
 #include "chunk_kernel.cuh"

@@ -1,7 +1,8 @@
-// Tensor Memory Accelerator (TMA) loads, stores and mbarriers for the Hopper chunk kernel (v8, v9):
+// Tensor Memory Accelerator (TMA) loads, stores and mbarriers for the Hopper kernels (v8-v11):
 // one thread issues a chunk's q, k, v tiles as bulk tensor copies into the 128B-swizzled
 // panels the kernel already uses (TMA's SWIZZLE_128B is the same c ^ (r % 8) pattern), and
-// the warpgroups wait on an mbarrier instead of a block-wide barrier per chunk.
+// the warpgroups wait on an mbarrier instead of a block-wide barrier per chunk; output rows
+// go the other way, staged by stmatrix and written by one bulk store per warp.
 #pragma once
 
 #include <cstdint>
