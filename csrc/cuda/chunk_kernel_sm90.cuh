@@ -221,9 +221,9 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
 
     wgmma_wait<1>();
     fence_regs(oacc);
+    if constexpr (ACC) add_panel_rows<TIn>(oacc, sQ + L::kO + wg * L::kPanel, warp, lane);  // o += result
     if ((TMA || ACC) && p.tma_store) {
       // this warp's 16 rows: stmatrix into the staging panel, one TMA store (v9; ACC: v11)
-      if constexpr (ACC) add_panel_rows<TIn>(oacc, sQ + L::kO + wg * L::kPanel, warp, lane);
       if (lane == 0) tma_store_wait<true>();  // the warp's rows of chunk ci-1 have been read
       __syncwarp();
       stage_rows_stmatrix<TC, false>(sOst, oacc, warp, lane);
@@ -232,8 +232,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
       if (lane == 0)
         tma_store_panel(&maps.o, sOst + warp * 16 * kPanelRowBytes, col0, h, int(first_row(ci)) + warp * 16, b);
     } else {
-      store_rows_pairs<TIn>(oacc, ob, p.o_st, col0, warp, lane, clen, first_row(ci), dir,
-                            ACC ? sQ + L::kO + wg * L::kPanel : nullptr);
+      store_rows_pairs<TIn>(oacc, ob, p.o_st, col0, warp, lane, clen, first_row(ci), dir);
     }
     wgmma_wait<0>();
     fence_regs(racc[0]);

@@ -62,12 +62,10 @@ struct PanelLoader {
 
 // Stores this warp's two rows of a [64, 64] accumulator tile (tile rows 16 warp + g, +8 ->
 // output rows first + dir * row; columns c0 + 8 j + 2 cq) as 16-bit pairs: the output is
-// 4-byte aligned with even strides (host-checked). With `old` (a panel holding the same
-// tile rows and columns of the output as loaded before), stores acc + old instead.
+// 4-byte aligned with even strides (host-checked).
 template <typename TIn>
 __device__ __forceinline__ void store_rows_pairs(const float (&acc)[8][4], TIn* ob, int64_t st, int c0, int warp,
-                                                 int lane, int clen, int64_t first, int dir,
-                                                 const unsigned char* old = nullptr) {
+                                                 int lane, int clen, int64_t first, int dir) {
   const int g = lane / 4, cq = lane % 4;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -75,20 +73,13 @@ __device__ __forceinline__ void store_rows_pairs(const float (&acc)[8][4], TIn* 
     if (r < clen) {
       uint32_t* orow = reinterpret_cast<uint32_t*>(ob + (first + dir * r) * st + c0 + 2 * cq);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        float lo = acc[j][2 * half], hi = acc[j][2 * half + 1];
-        if (old != nullptr) {
-          const float2 x = unpack2<TIn>(*reinterpret_cast<const uint32_t*>(old + panel_offset(r, j * 8 + 2 * cq)));
-          lo += x.x, hi += x.y;
-        }
-        orow[j * 4] = pack2<TIn>(lo, hi);
-      }
+      for (int j = 0; j < 8; ++j) orow[j * 4] = pack2<TIn>(acc[j][2 * half], acc[j][2 * half + 1]);
     }
   }
 }
 
-// acc += the same rows and columns of a 16-bit panel (the ACC kernel's old o rows), in the
-// wgmma accumulator layout of this warp's 16 rows.
+// acc += the same rows and columns of a 16-bit panel (the ACC kernel's old o rows, zero past
+// the chunk's end), in the wgmma accumulator layout of this warp's 16 rows.
 template <typename TIn>
 __device__ __forceinline__ void add_panel_rows(float (&acc)[8][4], const unsigned char* panel, int warp, int lane) {
   const int g = lane / 4, cq = lane % 4;
