@@ -271,7 +271,9 @@ TMA_VARIANTS = {"tma": {}, "rowstores": {"LIGHTNING_ATTN_TMA_STORE": "0"}}
                                                   (1, 8191, 2, False, torch.bfloat16, 128),
                                                   (4, 4096, 16, True, torch.bfloat16, 128),
                                                   (2, 777, 3, True, torch.bfloat16, 256),
-                                                  (1, 8191, 2, True, torch.float16, 256)])
+                                                  (1, 8191, 2, True, torch.float16, 256),
+                                                  (2, 777, 3, True, torch.bfloat16, 64),
+                                                  (1, 8191, 2, False, torch.float16, 64)])
 def test_tma_loads_match_cp_async(B, T, H, state, dtype, Dk, variant, monkeypatch):
     """The forward-time Hopper kernel loads its tiles by TMA (one thread, mbarriers), and it and
     the dk/dv sweep store their output rows by stmatrix + TMA where the operands allow;
@@ -279,8 +281,9 @@ def test_tma_loads_match_cp_async(B, T, H, state, dtype, Dk, variant, monkeypatc
     partial chunks (zero-filled past T on load; stores dropped past T, and before time 0 in the
     reversed dk/dv sweep), the split (T = 8191 at B x H = 2, states in the output rows), B > 1;
     also with TMA loads but v8's row stores (LIGHTNING_ATTN_TMA_STORE=0). Dk = 256: the second
-    128-wide piece adds into o (and dq) in the kernel, its o + result stored by TMA too."""
-    q, k, v, slope, h0 = make_inputs(B, T, H, Dk, 128, dtype, state=state)
+    128-wide piece adds into o (and dq) in the kernel, its o + result stored by TMA too.
+    Dk = Dv = 64: the one-warpgroup instance of the same kernel (v12)."""
+    q, k, v, slope, h0 = make_inputs(B, T, H, Dk, 64 if Dk == 64 else 128, dtype, state=state)
     leaves = [x.requires_grad_() for x in (q, k, v)]
     do = torch.randn_like(v)
 
@@ -351,12 +354,13 @@ def test_srms_norm(D, dtype):
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() != (9, 0),
                     reason="the Hopper kernels run on sm_90 only")
-@pytest.mark.parametrize("T,H,Dk", [(1000, 2, 128), (300, 136, 128), (300, 4, 256)])  # split, plain grid, pieces
+@pytest.mark.parametrize("T,H,Dk", [(1000, 2, 128), (300, 136, 128), (300, 4, 256), (1000, 2, 64), (300, 136, 64)])
 def test_hopper_kernels_taken(T, H, Dk):
     """On sm_90, 16-bit Dk = Dv = 128 calls run the wgmma kernels (forward, dq, dk/dv, and the
     split's state-only pass) rather than silently falling back to the portable ones; Dk = 256
-    runs them in 128-wide pieces."""
-    q, k, v, slope, h0 = make_inputs(1, T, H, Dk, 128, torch.bfloat16, state=True)
+    runs them in 128-wide pieces; Dk = Dv = 64 runs the forward-time and state-only sweeps on
+    them (its dk/dv sweep stays portable)."""
+    q, k, v, slope, h0 = make_inputs(1, T, H, Dk, 64 if Dk == 64 else 128, torch.bfloat16, state=True)
     q, k, v = (x.requires_grad_() for x in (q, k, v))
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         o, _ = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True)
@@ -364,8 +368,10 @@ def test_hopper_kernels_taken(T, H, Dk):
         torch.cuda.synchronize()
     names = [e.name for e in prof.events()]
     sm90 = [n for n in names if "sm90" in n]
-    assert any("chunk_kernel_sm90" in n for n in sm90) and any("dkdv_kernel_sm90" in n for n in sm90), names
-    assert not any("chunk_kernel<" in n or "dkdv_kernel<" in n for n in names), names
+    assert any("chunk_kernel_sm90" in n for n in sm90), names
+    assert not any("chunk_kernel<" in n for n in names), names
+    if Dk > 64:
+        assert any("dkdv_kernel_sm90" in n for n in sm90) and not any("dkdv_kernel<" in n for n in names), names
 
 
 # ----------------------------------------------------------------------------- graphs, compile

@@ -77,7 +77,8 @@ def check_varlen(rows, dtype, tol):
 # pass-1 sub-segments per segment instead of the plan's; notma = the full Hopper kernel with
 # cp.async loads and a block barrier per chunk instead of TMA and mbarriers (v8), and 4-byte row
 # stores everywhere; rowstores = TMA loads but 4-byte row stores instead of stmatrix + TMA store
-# (v9 in the forward, v10 in the dk/dv sweep, v11 in the forward ACC piece of Dk = 256).
+# (v9 in the forward, v10 in the dk/dv sweep, v11 in the forward ACC piece of Dk = 256);
+# d64off = Dk = Dv = 64 on the portable kernels instead of the one-warpgroup Hopper kernel (v12).
 VARIANTS = {
     "v6": {},
     "v3": {"LIGHTNING_ATTN_SM90": "0"},
@@ -91,10 +92,11 @@ VARIANTS = {
     "f2ws": {"LIGHTNING_ATTN_SPLIT_F": "2", "LIGHTNING_ATTN_SPLIT_WS": "1"},
     "notma": {"LIGHTNING_ATTN_TMA": "0"},
     "rowstores": {"LIGHTNING_ATTN_TMA_STORE": "0"},
+    "d64off": {"LIGHTNING_ATTN_SM90_D64": "0"},
 }
 KNOBS = ("LIGHTNING_ATTN_SM90", "LIGHTNING_ATTN_SPLIT", "LIGHTNING_ATTN_SM90_ACC", "LIGHTNING_ATTN_SPLIT_WS",
          "LIGHTNING_ATTN_SPLIT_F", "LIGHTNING_ATTN_TMA",
-         "LIGHTNING_ATTN_TMA_STORE")
+         "LIGHTNING_ATTN_TMA_STORE", "LIGHTNING_ATTN_SM90_D64")
 
 
 def set_variant(name):
@@ -123,7 +125,7 @@ def timing(rows, only_split=None):
     import triton.testing as tt
     H, total = 16, 65536
     shapes = ((1024, 128), (4096, 128), (8192, 128), (16384, 128), (32768, 128), (65536, 128),
-              (4096, 256), (65536, 256))
+              (4096, 256), (65536, 256), (4096, 64), (65536, 64))
     if only_split:
         shapes = ((8192, 128), (16384, 128), (32768, 128), (65536, 128))
     for T, D in shapes:
@@ -140,6 +142,8 @@ def timing(rows, only_split=None):
             torch.autograd.grad(o, (qg, kg, vg), do)
         split = B * H < 132 and D == 128
         names = ["v6", "rowstores", "notma", "v3"] + (["nosplit"] if split else []) + (["acc0"] if D == 256 else [])
+        if D == 64:  # v12: the Hopper kernel at Dk = Dv = 64 against the portable one
+            names = ["v6", "d64off", "notma"]
         if only_split:
             names = ["v6"] + (only_split if split else [])
         for name in names:
@@ -149,7 +153,7 @@ def timing(rows, only_split=None):
             torch.cuda.synchronize()
             res[f"fwd_{name}"] = tt.do_bench(fwd, warmup=25, rep=100)
             res[f"fwdbwd_{name}"] = tt.do_bench(fb, warmup=25, rep=100)
-            if (name == "v6" or only_split) and (B * H < 132 or D == 256):
+            if (name == "v6" or only_split) and (B * H < 132 or D != 128):
                 res[f"kernels_fwd_{name}"] = kernel_table(fwd)
                 res[f"kernels_fwdbwd_{name}"] = kernel_table(fb)
         set_variant("v6")
@@ -193,6 +197,10 @@ def main():
         check(rows, f"Dk={Dk} Dv={Dv} T=1000 grad", 2, 1000, 3, torch.bfloat16, True, grad=True, Dk=Dk, Dv=Dv)
         check(rows, f"Dk={Dk} Dv={Dv} T=20000 (split)", 1, 20000, 2, torch.bfloat16, True, Dk=Dk, Dv=Dv)
     check(rows, "Dk=256 fp16 T=777 grad", 2, 777, 3, torch.float16, True, grad=True, tol=4e-3, Dk=256, Dv=128)
+    # Dk = Dv = 64 (v12: one warpgroup per block)
+    check(rows, "Dk=Dv=64 T=1000 grad", 2, 1000, 3, torch.bfloat16, True, grad=True, Dk=64, Dv=64)
+    check(rows, "Dk=Dv=64 fp16 T=33", 1, 33, 3, torch.float16, True, tol=4e-3, Dk=64, Dv=64)
+    check(rows, "Dk=Dv=64 T=20000 (split)", 1, 20000, 2, torch.bfloat16, True, Dk=64, Dv=64)
     set_variant("acc0")
     check(rows, "acc0 Dk=256 T=1000 grad", 2, 1000, 3, torch.bfloat16, True, grad=True, Dk=256, Dv=128)
     set_variant("v6")

@@ -62,7 +62,7 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
                       : static_cast<TIn*>(p.dk) + b * p.dk_sb + h * p.dk_sh;
   const int64_t out_st = WG == 0 ? p.dv_st : p.dk_st;
 
-  const PanelLoader loader;
+  const PanelLoader<2> loader;
   // logical (reversed) time t -> row start + len - 1 - t
   auto last_row = [&](int64_t ci) { return start + len - 1 - (seg_start + ci * kChunk); };
   auto load_chunk = [&](int64_t ci, int buf) {

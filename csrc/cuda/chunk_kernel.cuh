@@ -202,6 +202,10 @@ bool launch_chunk_fast(const ChunkParams&, bool, cudaStream_t) { return false; }
 // Whether launch_chunk_fast takes p (the only kernels that can accumulate into o).
 template <int DK, int VT, typename TIn>
 bool chunk_fast_takes(const ChunkParams&, bool) { return false; }
+// Blocks per SM of the architecture-specific kernel where it runs on this device (the split
+// planner sizes its waves by it); 0: none, the generic kernel's count applies.
+template <int DK, int VT, typename TIn>
+int chunk_fast_blocks_per_sm(bool) { return 0; }
 
 // Instantiates the launchers of one (head dim, v tile) for one input type.
 #define LIGHTNING_ATTN_INSTANTIATE_CHUNK(DK, VT, TIN)                                          \
@@ -224,7 +228,8 @@ bool chunk_fast_takes(const ChunkParams&, bool) { return false; }
   int chunk_blocks_per_sm<DK, VT, TIN>(bool state_only) {                                      \
     static const int full = chunk_blocks_per_sm_impl<DK, VT, TIN>(false);                      \
     static const int state = chunk_blocks_per_sm_impl<DK, VT, TIN>(true);                      \
-    return state_only ? state : full;                                                          \
+    const int fast = chunk_fast_blocks_per_sm<DK, VT, TIN>(state_only);                        \
+    return fast > 0 ? fast : (state_only ? state : full);                                      \
   }
 
 }  // namespace cuda

@@ -25,33 +25,38 @@
 namespace lightning_attn {
 namespace cuda {
 
-// STATE_ONLY (pass 1 of the sequence split): K, V stages only, two of them, no copy of R,
-// so that two blocks fit on an SM. ACC (o += result): the old O rows are a fourth tile of
-// each stage, two stages to stay inside shared memory.
-template <bool STATE_ONLY, bool ACC = false, bool TMA = false>
+// D = Dk = Dv (128, or 64 from v12): D / 64 panels per operand tile and D / 64 warpgroups per
+// block (each owns 64 v columns). STATE_ONLY (pass 1 of the sequence split): K, V stages only,
+// two of them, no copy of R, so that two blocks fit on an SM. ACC (o += result, D = 128 only):
+// the old O rows are a fourth tile of each stage, two stages to stay inside shared memory.
+template <int D, bool STATE_ONLY, bool ACC = false, bool TMA = false>
 struct Sm90Smem {
+  static constexpr int kP = D / 64;                          // panels per tile = warpgroups per block
   static constexpr int kStages = (STATE_ONLY || ACC) ? 2 : 3;
   static constexpr int kPanel = kPanelBytes;                 // 64 rows x 64 columns: 8 KB
-  static constexpr int kTile = 2 * kPanel;                   // [64, 128] operand tile
+  static constexpr int kTile = kP * kPanel;                  // [64, D] operand tile
   static constexpr int kK = STATE_ONLY ? 0 : kTile;          // tile offsets in a stage: [Q] K V [O]
   static constexpr int kV = kK + kTile;
   static constexpr int kO = kV + kTile;
   static constexpr int kStage = kO + (ACC ? kTile : 0);
   static constexpr int kVw = kPanel;                         // w V of one warpgroup
-  static constexpr int kR = STATE_ONLY ? 0 : 2 * kPanel;     // 16-bit R[128, 64] of one warpgroup
+  static constexpr int kR = STATE_ONLY ? 0 : kP * kPanel;    // 16-bit R[D, 64] of one warpgroup
   static constexpr int kOst = (TMA || ACC) ? kPanel : 0;     // TMA store: O rows of one warpgroup, staged
-  static constexpr int kFixed = kStages * kStage + 2 * kVw + 2 * kR + 2 * kOst;
+  static constexpr int kFixed = kStages * kStage + kP * kVw + kP * kR + kP * kOst;
   static constexpr int kBars = kFixed;                       // TMA: full[kStages], empty[kStages]
   static constexpr size_t bytes = 1024 + kFixed + 2 * kStages * 8;  // + slack to align the base to 1024
 };
 
-template <typename TIn, bool STATE_ONLY, bool ACC = false, bool TMA = false>
-__global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
+template <typename TIn, int D, bool STATE_ONLY, bool ACC = false, bool TMA = false>
+__global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
     chunk_kernel_sm90(const ChunkParams p, const __grid_constant__ TmaMaps maps) {
   static_assert(!TMA || !(STATE_ONLY || ACC), "TMA: full forward-time calls without ACC only");
+  static_assert(D == 64 || D == 128, "D = Dk = Dv of 64 or 128");
+  static_assert(!ACC || D == 128, "ACC: the 128-wide pieces of Dk = 256");
 #ifdef LIGHTNING_ATTN_SM90A
   using TC = TIn;
-  using L = Sm90Smem<STATE_ONLY, ACC, TMA>;
+  using L = Sm90Smem<D, STATE_ONLY, ACC, TMA>;
+  constexpr int KP = L::kP;
   extern __shared__ __align__(1024) unsigned char smem_sm90[];
   // 1024-byte aligned base (swizzle atoms), by an offset so the compiler keeps shared-space accesses
   unsigned char* smem = smem_sm90 + ((1024 - (smem_addr(smem_sm90) & 1023)) & 1023);
@@ -60,8 +65,8 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
   const int g = lane / 4;
   const int col0 = wg * 64;
   unsigned char* sVw = smem + L::kStages * L::kStage + wg * L::kVw;
-  unsigned char* sR = smem + L::kStages * L::kStage + 2 * L::kVw + wg * L::kR;
-  unsigned char* sOst = smem + L::kStages * L::kStage + 2 * L::kVw + 2 * L::kR + wg * L::kOst;
+  unsigned char* sR = smem + L::kStages * L::kStage + KP * L::kVw + wg * L::kR;
+  unsigned char* sOst = smem + L::kStages * L::kStage + KP * L::kVw + KP * L::kR + wg * L::kOst;
   auto stage = [&](int buf) { return smem + buf * L::kStage; };
 
   const int h = blockIdx.x % p.H, n = blockIdx.x / p.H;
@@ -81,7 +86,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
   const TIn* vb = static_cast<const TIn*>(p.v) + b * p.v_sb + h * p.v_sh;
   TIn* ob = STATE_ONLY ? nullptr : static_cast<TIn*>(p.o) + b * p.o_sb + h * p.o_sh;
 
-  const PanelLoader loader;
+  const PanelLoader<KP> loader;
   const int dir = p.reverse ? -1 : 1;  // logical time t -> row start + t, or start + len - 1 - t
   auto first_row = [&](int64_t ci) {
     const int64_t t0 = seg_start + ci * kChunk;
@@ -95,7 +100,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
     const int t = int(first_row(ci));
     mbar_arrive_expect_tx(&full[buf], uint32_t(3 * L::kTile));
 #pragma unroll
-    for (int c = 0; c < 2; ++c) {
+    for (int c = 0; c < KP; ++c) {
       tma_load_panel(st + c * L::kPanel, &maps.q, &full[buf], 64 * c, h, t, b);
       tma_load_panel(st + L::kK + c * L::kPanel, &maps.k, &full[buf], 64 * c, h, t, b);
       tma_load_panel(st + L::kV + c * L::kPanel, &maps.v, &full[buf], 64 * c, h, t, b);
@@ -112,12 +117,12 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
     if constexpr (ACC) loader.load(tile + L::kO, static_cast<const TIn*>(ob), p.o_st, first, dir, clen);
   };
 
-  // ---- this warpgroup's state slice R[128, 64]: m-tile mt holds rows [64 mt, 64 mt + 64)
-  float racc[2][8][4];
+  // ---- this warpgroup's state slice R[D, 64]: m-tile mt holds rows [64 mt, 64 mt + 64)
+  float racc[KP][8][4];
   auto slice = [&](int mt) -> float(&)[1][8][4] { return reinterpret_cast<float(&)[1][8][4]>(racc[mt]); };
   const float* init = p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr;
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int mt = 0; mt < KP; ++mt)
     load_state(slice(mt), init, p.init_sk, p.init_sv, p.init_spx, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
 
   // 16-bit copy of R (MN-major B operand of Q R: row = k index, 64 v columns along the row)
@@ -131,7 +136,7 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
 #pragma unroll
       for (int s = 0; s < L::kStages; ++s) {
         mbar_init(&full[s], 1);
-        mbar_init(&empty[s], 256);
+        mbar_init(&empty[s], D * 2);
       }
     }
     __syncthreads();  // barriers initialised (the only block-wide barrier)
@@ -181,8 +186,8 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
       issue_state_update<TC>(racc, sK, sVw);
       wgmma_commit();
       wgmma_wait<0>();
-      fence_regs(racc[0]);
-      fence_regs(racc[1]);
+#pragma unroll
+      for (int mt = 0; mt < KP; ++mt) fence_regs(racc[mt]);
       continue;
     }
 
@@ -190,9 +195,9 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
     float sacc[8][4], oacc[8][4];
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < 8; ++kk) wgmma_ss<TC, 0, 0>(sacc, kmajor_desc(sQ, kk), kmajor_desc(sK, kk), kk);
+    for (int kk = 0; kk < 4 * KP; ++kk) wgmma_ss<TC, 0, 0>(sacc, kmajor_desc(sQ, kk), kmajor_desc(sK, kk), kk);
 #pragma unroll
-    for (int kk = 0; kk < 8; ++kk)
+    for (int kk = 0; kk < 4 * KP; ++kk)
       wgmma_ss<TC, 0, 1>(oacc, kmajor_desc(sQ, kk), mnmajor_desc(sR, kk), kk);
     wgmma_commit();
 
@@ -235,8 +240,8 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
       store_rows_pairs<TIn>(oacc, ob, p.o_st, col0, warp, lane, clen, first_row(ci), dir);
     }
     wgmma_wait<0>();
-    fence_regs(racc[0]);
-    fence_regs(racc[1]);
+#pragma unroll
+    for (int mt = 0; mt < KP; ++mt) fence_regs(racc[mt]);
     if constexpr (TMA) mbar_arrive(&empty[ci % L::kStages]);  // this thread is done with the stage
     store_state_copy();
   }
@@ -246,94 +251,115 @@ __global__ void __launch_bounds__(256, STATE_ONLY ? 2 : 1)
   if (p.out_state != nullptr) {
     float* dst = p.out_state + seg * p.out_sseg + n * p.out_sn + h * p.out_sh;
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
+    for (int mt = 0; mt < KP; ++mt)
       save_state(slice(mt), dst, p.out_sk, p.out_sv, p.out_spx, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
   }
 #endif
 }
 
-// The Hopper kernel serves Dk = Dv = 128 with 16-byte aligned inputs (and 4-byte aligned output
-// pairs): state-only pass-1 calls in either direction and forward-time full calls. The rest
-// (reversed full sweeps, other shapes, float32) stays generic.
-template <typename TIn, bool STATE_ONLY, bool ACC, bool TMA = false>
+// The Hopper kernel serves Dk = Dv = D (128, or 64) with 16-byte aligned inputs (and 4-byte
+// aligned output pairs): state-only pass-1 calls in either direction and forward-time full
+// calls. The rest (reversed full sweeps, other shapes, float32) stays generic.
+template <typename TIn, int D, bool STATE_ONLY, bool ACC, bool TMA = false>
 void launch_chunk_sm90_impl(const ChunkParams& p, const TmaMaps& maps, cudaStream_t stream) {
-  auto kernel = chunk_kernel_sm90<TIn, STATE_ONLY, ACC, TMA>;
-  const int smem = int(Sm90Smem<STATE_ONLY, ACC, TMA>::bytes);
+  auto kernel = chunk_kernel_sm90<TIn, D, STATE_ONLY, ACC, TMA>;
+  const int smem = int(Sm90Smem<D, STATE_ONLY, ACC, TMA>::bytes);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned(p.nseg));
-  kernel<<<grid, 256, smem, stream>>>(p, maps);
+  kernel<<<grid, D * 2, smem, stream>>>(p, maps);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 // The o map of the TMA store (one 16-row box per warp: each warp stores its own rows):
 // forward-time calls on whole sequences (a packed sequence's last chunk would write into the
-// next one) whose output nests as [B, T, H, 128].
-template <typename TIn>
+// next one) whose output nests as [B, T, H, D].
+template <typename TIn, int D>
 bool o_store_map(const ChunkParams& p, TmaMaps& m) {
   return tma_store_enabled() && !p.reverse && !p.cu32 && !p.cu64 && p.o_vec &&
-         make_tma_map(&m.o, p.o, std::is_same<TIn, __nv_bfloat16>::value, p.N, p.T, p.H, p.o_sb, p.o_st, p.o_sh, 16);
+         make_tma_map(&m.o, p.o, std::is_same<TIn, __nv_bfloat16>::value, p.N, p.T, p.H, p.o_sb, p.o_st, p.o_sh, 16,
+                      D);
 }
 
 // Tensor maps for the TMA kernel: forward-time full calls on whole sequences (a packed
 // sequence's last chunk would read the next sequence's rows; TMA zero-fills only past T)
-// whose operands nest as [B, T, H, 128]. False: the cp.async kernel runs. Sets p.tma_store
+// whose operands nest as [B, T, H, D]. False: the cp.async kernel runs. Sets p.tma_store
 // where o takes a map too.
-template <typename TIn>
+template <typename TIn, int D>
 bool tma_maps(ChunkParams& p, TmaMaps& m) {
   if (!tma_enabled() || p.reverse || p.o_accumulate || p.cu32 || p.cu64) return false;
   const bool bf16 = std::is_same<TIn, __nv_bfloat16>::value;
   auto map = [&](CUtensorMap* out, const void* x, int64_t sb, int64_t st, int64_t sh) {
-    return make_tma_map(out, x, bf16, p.N, p.T, p.H, sb, st, sh, 64);
+    return make_tma_map(out, x, bf16, p.N, p.T, p.H, sb, st, sh, 64, D);
   };
   if (!(map(&m.q, p.q, p.q_sb, p.q_st, p.q_sh) && map(&m.k, p.k, p.k_sb, p.k_st, p.k_sh) &&
         map(&m.v, p.v, p.v_sb, p.v_st, p.v_sh)))
     return false;
-  p.tma_store = o_store_map<TIn>(p, m);
+  p.tma_store = o_store_map<TIn, D>(p, m);
   return true;
 }
 
-template <typename TIn>
+// LIGHTNING_ATTN_SM90_D64=0 keeps Dk = Dv = 64 on the portable kernel (A/B, v12).
+inline bool sm90_d64_enabled() { return !env_is("LIGHTNING_ATTN_SM90_D64", '0'); }
+
+template <typename TIn, int D>
 bool chunk_sm90_takes(const ChunkParams& p, bool state_only) {
-  if (p.Dk != 128 || p.Dv != 128 || !p.k_vec || !p.v_vec || !sm90_enabled()) return false;
+  if (p.Dk != D || p.Dv != D || !p.k_vec || !p.v_vec || !sm90_enabled()) return false;
+  if (D == 64 && (p.o_accumulate || !sm90_d64_enabled())) return false;
   if (!state_only && (p.reverse || !p.q_vec || !p.o_vec2 || (p.o_accumulate && !p.o_vec))) return false;
-  static const bool runs = sm90_binary(chunk_kernel_sm90<TIn, false>);
+  static const bool runs = sm90_binary(chunk_kernel_sm90<TIn, D, false>);
   return runs;
 }
 
-template <typename TIn>
+template <typename TIn, int D>
 bool launch_chunk_sm90(const ChunkParams& p, bool state_only, cudaStream_t stream) {
-  if (!chunk_sm90_takes<TIn>(p, state_only)) return false;
+  if (!chunk_sm90_takes<TIn, D>(p, state_only)) return false;
   alignas(64) TmaMaps maps{};
-  if (state_only)
-    launch_chunk_sm90_impl<TIn, true, false>(p, maps, stream);
-  else if (p.o_accumulate) {  // cp.async loads (old o rows too), TMA store of o + result (v11)
-    ChunkParams pa = p;
-    pa.tma_store = o_store_map<TIn>(pa, maps);
-    launch_chunk_sm90_impl<TIn, false, true>(pa, maps, stream);
+  if (state_only) {
+    launch_chunk_sm90_impl<TIn, D, true, false>(p, maps, stream);
+  } else if (p.o_accumulate) {  // cp.async loads (old o rows too), TMA store of o + result (v11)
+    if constexpr (D == 128) {
+      ChunkParams pa = p;
+      pa.tma_store = o_store_map<TIn, D>(pa, maps);
+      launch_chunk_sm90_impl<TIn, D, false, true>(pa, maps, stream);
+    }
+  } else if (ChunkParams pt = p; tma_maps<TIn, D>(pt, maps)) {
+    launch_chunk_sm90_impl<TIn, D, false, false, true>(pt, maps, stream);
+  } else {
+    launch_chunk_sm90_impl<TIn, D, false, false>(p, maps, stream);
   }
-  else if (ChunkParams pt = p; tma_maps<TIn>(pt, maps))
-    launch_chunk_sm90_impl<TIn, false, false, true>(pt, maps, stream);
-  else
-    launch_chunk_sm90_impl<TIn, false, false>(p, maps, stream);
   return true;
 }
 
-template <>
-bool launch_chunk_fast<128, 128, __nv_bfloat16>(const ChunkParams& p, bool state_only, cudaStream_t stream) {
-  return launch_chunk_sm90<__nv_bfloat16>(p, state_only, stream);
+// Blocks per SM of the full (TMA) or state-only instance; 0 where this build has no sm_90a code.
+template <typename TIn, int D, bool STATE_ONLY>
+int sm90_blocks_per_sm() {
+  auto kernel = chunk_kernel_sm90<TIn, D, STATE_ONLY, false, !STATE_ONLY>;
+  if (!sm90_binary(kernel)) return 0;
+  const int smem = int(Sm90Smem<D, STATE_ONLY, false, !STATE_ONLY>::bytes);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  int n = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, D * 2, smem));
+  return n;
 }
-template <>
-bool launch_chunk_fast<128, 128, __half>(const ChunkParams& p, bool state_only, cudaStream_t stream) {
-  return launch_chunk_sm90<__half>(p, state_only, stream);
-}
-template <>
-bool chunk_fast_takes<128, 128, __nv_bfloat16>(const ChunkParams& p, bool state_only) {
-  return chunk_sm90_takes<__nv_bfloat16>(p, state_only);
-}
-template <>
-bool chunk_fast_takes<128, 128, __half>(const ChunkParams& p, bool state_only) {
-  return chunk_sm90_takes<__half>(p, state_only);
-}
+
+// One specialisation per (D, 16-bit type): the launcher, whether it takes a call, and its
+// occupancy for the split planner (read per call: the A/B switches may change between calls).
+#define LIGHTNING_ATTN_SM90_CHUNK(D, TIN)                                                       \
+  template <>                                                                                   \
+  bool launch_chunk_fast<D, D, TIN>(const ChunkParams& p, bool state_only, cudaStream_t stream) { \
+    return launch_chunk_sm90<TIN, D>(p, state_only, stream);                                    \
+  }                                                                                             \
+  template <>                                                                                   \
+  bool chunk_fast_takes<D, D, TIN>(const ChunkParams& p, bool state_only) {                     \
+    return chunk_sm90_takes<TIN, D>(p, state_only);                                             \
+  }                                                                                             \
+  template <>                                                                                   \
+  int chunk_fast_blocks_per_sm<D, D, TIN>(bool state_only) {                                    \
+    if (!sm90_enabled() || (D == 64 && !sm90_d64_enabled())) return 0;                          \
+    static const int full = sm90_blocks_per_sm<TIN, D, false>();                                \
+    static const int state = sm90_blocks_per_sm<TIN, D, true>();                                \
+    return state_only ? state : full;                                                           \
+  }
 
 }  // namespace cuda
 }  // namespace lightning_attn

@@ -25,19 +25,20 @@ __device__ __forceinline__ uint64_t mnmajor_desc(const unsigned char* t, int kk)
   return smem_desc(t + kk * 16 * kPanelRowBytes, kPanelBytes, 1024);
 }
 
-// This thread's part of loading a [64, 128] operand tile into two panels: 16-byte chunk
-// cc = tid % 16 of rows tid / 16 + 16 i (i < 4). The shared offsets are fixed for the
-// whole kernel (row + 16 i keeps the swizzle phase), so a chunk costs one address
-// computation and four cp.async per operand; rows past the chunk end are zero-filled
-// by cp.async itself (src-size 0), without branches.
+// This thread's part of loading a [64, 64 KP] operand tile into KP panels by the block's
+// 128 KP threads: 16-byte chunk cc = tid % (8 KP) of rows tid / (8 KP) + 16 i (i < 4). The
+// shared offsets are fixed for the whole kernel (row + 16 i keeps the swizzle phase), so a
+// chunk costs one address computation and four cp.async per operand; rows past the chunk
+// end are zero-filled by cp.async itself (src-size 0), without branches.
+template <int KP>
 struct PanelLoader {
-  int soff;  // shared byte offset of row tid / 16 in a tile (+ i * 2048 for row + 16 i)
-  int row0;  // tid / 16
+  int soff;  // shared byte offset of row tid / (8 KP) in a tile (+ i * 2048 for row + 16 i)
+  int row0;  // tid / (8 KP)
   int col;   // element offset of the chunk in a row
 
   __device__ __forceinline__ PanelLoader() {
-    const int cc = threadIdx.x % 16;
-    row0 = threadIdx.x / 16;
+    const int cc = threadIdx.x % (8 * KP);
+    row0 = threadIdx.x / (8 * KP);
     col = cc * 8;
     soff = (cc / 8) * kPanelBytes + panel_offset(row0, (cc % 8) * 8);
   }
@@ -114,14 +115,14 @@ __device__ __forceinline__ void weight_panel_rows(unsigned char* dst, const unsi
   fence_proxy_async();
 }
 
-// A warpgroup's fp32 state slice S[128, 64] (m-tile mt: rows 64 mt..) -> its 16-bit copy, one
-// tall panel [128, 64] (row = state row): the MN-major B operand of X S, the K-major one of X S^T.
-template <typename TC>
-__device__ __forceinline__ void store_state_panel(unsigned char* panel, const float (&racc)[2][8][4], int warp,
+// A warpgroup's fp32 state slice S[64 KP, 64] (m-tile mt: rows 64 mt..) -> its 16-bit copy, one
+// tall panel [64 KP, 64] (row = state row): the MN-major B operand of X S, the K-major one of X S^T.
+template <typename TC, int KP>
+__device__ __forceinline__ void store_state_panel(unsigned char* panel, const float (&racc)[KP][8][4], int warp,
                                                   int lane) {
   const int g = lane / 4, cq = lane % 4;
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int mt = 0; mt < KP; ++mt)
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int i = mt * 64 + warp * 16 + g, c = j * 8 + 2 * cq;
@@ -132,9 +133,10 @@ __device__ __forceinline__ void store_state_panel(unsigned char* panel, const fl
 }
 
 // Multiplies every entry of a warpgroup's state slice by f.
-__device__ __forceinline__ void scale_state(float (&racc)[2][8][4], float f) {
+template <int KP>
+__device__ __forceinline__ void scale_state(float (&racc)[KP][8][4], float f) {
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int mt = 0; mt < KP; ++mt)
 #pragma unroll
     for (int j = 0; j < 8; ++j)
 #pragma unroll
@@ -154,13 +156,13 @@ __device__ __forceinline__ void masked_afrag(uint32_t (&af)[4][4], const float (
   decay_mask_to_afrag<TC>(af, reinterpret_cast<const float(&)[4][2][4]>(sacc), warp, lane, scale, l2);
 }
 
-// Issues S += X^T W for a warpgroup's state slice (m-tile mt: rows 64 mt..): X a [64, 128]
+// Issues S += X^T W for a warpgroup's state slice (m-tile mt: rows 64 mt..): X a [64, 64 KP]
 // tile read as M-major A (its panel mt), W the warpgroup's weighted [64, 64] panel (MN-major B).
-template <typename TC>
-__device__ __forceinline__ void issue_state_update(float (&racc)[2][8][4], const unsigned char* x,
+template <typename TC, int KP>
+__device__ __forceinline__ void issue_state_update(float (&racc)[KP][8][4], const unsigned char* x,
                                                    const unsigned char* w) {
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int mt = 0; mt < KP; ++mt)
 #pragma unroll
     for (int kk = 0; kk < 4; ++kk)
       wgmma_ss<TC, 1, 1>(racc[mt], mnmajor_desc(x + mt * kPanelBytes, kk), mnmajor_desc(w, kk), 1);

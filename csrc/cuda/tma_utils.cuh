@@ -17,7 +17,7 @@ namespace lightning_attn {
 namespace cuda {
 
 // The tensor maps of one launch: q, k, v (and o, stored through shared memory) as
-// [D, H, T, B] boxes of 64 columns x 64 rows.
+// [D, H, T, B] tensors in boxes of 64 columns x 64 rows (o: 16 rows).
 struct TmaMaps {
   CUtensorMap q, k, v, o;
 };
@@ -120,14 +120,14 @@ __device__ __forceinline__ void stage_rows_stmatrix(unsigned char* panel, const 
 #endif
 }
 
-// Host: a [B, T, H, 128] 16-bit operand (strides in elements, nested: sh >= 128, st >= H sh,
-// sb >= T st, all 16-byte multiples) as a 4-D tensor map of boxes of 64 columns x box_rows
-// rows with the 128-byte swizzle. False where the strides do not nest or the driver refuses
-// it (the caller falls back to cp.async or row stores).
+// Host: a [B, T, H, D] 16-bit operand (D = 64 or 128; strides in elements, nested: sh >= D,
+// st >= H sh, sb >= T st, all 16-byte multiples) as a 4-D tensor map of boxes of 64 columns x
+// box_rows rows with the 128-byte swizzle. False where the strides do not nest or the driver
+// refuses it (the caller falls back to cp.async or row stores).
 inline bool make_tma_map(CUtensorMap* map, const void* base, bool bf16, int64_t B, int64_t T, int64_t H,
-                         int64_t sb, int64_t st, int64_t sh, int box_rows = 64) {
+                         int64_t sb, int64_t st, int64_t sh, int box_rows = 64, int D = 128) {
   if (B == 1) sb = T * st;  // one batch row: its stride is never used
-  if (sh < 128 || st < H * sh || sb < T * st || T > INT32_MAX) return false;  // coordinates are int32
+  if (sh < D || st < H * sh || sb < T * st || T > INT32_MAX) return false;  // coordinates are int32
   static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult q{};
@@ -143,7 +143,7 @@ inline bool make_tma_map(CUtensorMap* map, const void* base, bool bf16, int64_t 
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
   }();
   if (encode == nullptr) return false;
-  const cuuint64_t dims[4] = {128, cuuint64_t(H), cuuint64_t(T), cuuint64_t(B)};
+  const cuuint64_t dims[4] = {cuuint64_t(D), cuuint64_t(H), cuuint64_t(T), cuuint64_t(B)};
   const cuuint64_t strides[3] = {cuuint64_t(sh) * 2, cuuint64_t(st) * 2, cuuint64_t(sb) * 2};
   const cuuint32_t box[4] = {64, 1, cuuint32_t(box_rows), 1};
   const cuuint32_t estr[4] = {1, 1, 1, 1};
