@@ -145,8 +145,9 @@ def test_cuda_matches_cpu_op():
 
 # ----------------------------------------------------------------------------- backward
 
-# Dk or Dv of 256 in 16 bits: 128-wide pieces of the Hopper kernels on sm_90 (sums over k pieces)
-BWD_CASES = [(1, 64, 64), (65, 64, 64), (1000, 64, 128), (130, 100, 32), (129, 256, 128), (300, 128, 128),
+# Dk or Dv of 256 in 16 bits: 128-wide pieces of the Hopper kernels on sm_90 (sums over k pieces);
+# Dk = Dv = 64 and 128 in 16 bits: the Hopper kernels whole
+BWD_CASES = [(1, 64, 64), (65, 64, 64), (777, 64, 64), (1000, 64, 128), (130, 100, 32), (129, 256, 128), (300, 128, 128),
              (77, 128, 256), (200, 256, 256)]
 
 
@@ -170,7 +171,7 @@ def test_backward(T, Dk, Dv, dtype):
             assert rel_err(g, rg) < TOL[dtype], (name, decay, state, head_first)
 
 
-@pytest.mark.parametrize("Dk,Dv", [(64, 128), (128, 128), (256, 128)])  # 128, 256: Hopper kernels on sm_90
+@pytest.mark.parametrize("Dk,Dv", [(64, 64), (64, 128), (128, 128), (256, 128)])  # not (64, 128): Hopper on sm_90
 def test_backward_varlen(Dk, Dv):
     lens = [0, 70, 1, 300]
     cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), device=DEV, dtype=torch.int32)
@@ -358,8 +359,8 @@ def test_srms_norm(D, dtype):
 def test_hopper_kernels_taken(T, H, Dk):
     """On sm_90, 16-bit Dk = Dv = 128 calls run the wgmma kernels (forward, dq, dk/dv, and the
     split's state-only pass) rather than silently falling back to the portable ones; Dk = 256
-    runs them in 128-wide pieces; Dk = Dv = 64 runs the forward-time and state-only sweeps on
-    them (its dk/dv sweep stays portable)."""
+    runs them in 128-wide pieces; Dk = Dv = 64 runs them too (v12: forward-time and state-only
+    sweeps; v13: the dk/dv sweep)."""
     q, k, v, slope, h0 = make_inputs(1, T, H, Dk, 64 if Dk == 64 else 128, torch.bfloat16, state=True)
     q, k, v = (x.requires_grad_() for x in (q, k, v))
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
@@ -370,8 +371,7 @@ def test_hopper_kernels_taken(T, H, Dk):
     sm90 = [n for n in names if "sm90" in n]
     assert any("chunk_kernel_sm90" in n for n in sm90), names
     assert not any("chunk_kernel<" in n for n in names), names
-    if Dk > 64:
-        assert any("dkdv_kernel_sm90" in n for n in sm90) and not any("dkdv_kernel<" in n for n in names), names
+    assert any("dkdv_kernel_sm90" in n for n in sm90) and not any("dkdv_kernel<" in n for n in names), names
 
 
 # ----------------------------------------------------------------------------- graphs, compile

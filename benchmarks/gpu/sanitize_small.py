@@ -1,7 +1,7 @@
 """Small forward/backward/decode/srms_norm calls for compute-sanitizer (memcheck, racecheck).
 
 Covers the plain grid and the sequence split (B * H = 2), odd head dims, varlen, head_first;
-Dk = Dv = 128 in 16 bits runs the Hopper kernels on sm_90 (split with pass 1 at B * H = 2,
+Dk = Dv = 64 and 128 in 16 bits run the Hopper kernels on sm_90 (split with pass 1 at B * H = 2,
 plain grid at H = 136), fp16 varlen included, and (memcheck) the split that keeps its states in the output rows.
 """
 import os

@@ -78,7 +78,7 @@ def check_varlen(rows, dtype, tol):
 # cp.async loads and a block barrier per chunk instead of TMA and mbarriers (v8), and 4-byte row
 # stores everywhere; rowstores = TMA loads but 4-byte row stores instead of stmatrix + TMA store
 # (v9 in the forward, v10 in the dk/dv sweep, v11 in the forward ACC piece of Dk = 256);
-# d64off = Dk = Dv = 64 on the portable kernels instead of the one-warpgroup Hopper kernel (v12).
+# d64off = Dk = Dv = 64 on the portable kernels instead of the Hopper ones (v12 forward, v13 dk/dv).
 VARIANTS = {
     "v6": {},
     "v3": {"LIGHTNING_ATTN_SM90": "0"},
@@ -134,7 +134,7 @@ def timing(rows, only_split=None):
         v = v[..., :128].contiguous()
         qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
         do = torch.randn_like(v)
-        res = {"T": T, "B": B, "Dk": D, "Dv": 128}
+        res = {"T": T, "B": B, "Dk": D, "Dv": v.shape[-1]}
         fwd = lambda: la.lightning_attn_func(q, k, v, slope)  # noqa: E731
 
         def fb():

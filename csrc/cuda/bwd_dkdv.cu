@@ -1,6 +1,6 @@
 // Instantiations of the fused dk/dv backward sweep: padded (Dk, Dv) in {64, 128}^2,
-// float, float16 and bfloat16 inputs; the 16-bit ones at (128, 128) go to the Hopper kernel
-// where it applies.
+// float, float16 and bfloat16 inputs; the 16-bit ones at (64, 64) and (128, 128) go to the
+// Hopper kernel where it applies.
 #include "bwd_dkdv_kernel_sm90.cuh"
 
 namespace lightning_attn {

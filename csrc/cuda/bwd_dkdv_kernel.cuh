@@ -143,6 +143,10 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
 // specialises it); false: not taken.
 template <int DK, int DV, typename TIn>
 bool launch_dkdv_fast(const DkDvParams&, cudaStream_t) { return false; }
+// Blocks per SM of the architecture-specific kernel where it runs (the split planner sizes its
+// waves by it); 0: the generic kernel's count applies.
+template <int DK, int DV, typename TIn>
+int dkdv_fast_blocks_per_sm() { return 0; }
 
 #define LIGHTNING_ATTN_INSTANTIATE_DKDV(DK, DV, TIN)                                           \
   template <>                                                                                  \
@@ -165,7 +169,8 @@ bool launch_dkdv_fast(const DkDvParams&, cudaStream_t) { return false; }
       C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kWarps * 32, smem)); \
       return n > 0 ? n : 1;                                                                    \
     }();                                                                                       \
-    return blocks;                                                                             \
+    const int fast = dkdv_fast_blocks_per_sm<DK, DV, TIN>();                                   \
+    return fast > 0 ? fast : blocks;                                                           \
   }
 
 }  // namespace cuda

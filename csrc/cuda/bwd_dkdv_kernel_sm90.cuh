@@ -1,8 +1,9 @@
 // Hopper (sm_90a) fused dk/dv reversed sweep: DkDvParams and the recurrence of
-// bwd_dkdv_kernel.cuh for Dk = Dv = 128 and 16-bit inputs, products on wgmma (KERNEL_NOTES.md, v6).
+// bwd_dkdv_kernel.cuh for Dk = Dv = 128 (v6) or 64 (v13) and 16-bit inputs, products on wgmma.
 //
 // One block = one (sequence, head, segment), two warpgroups. Warpgroup 0 computes dv, warpgroup
-// 1 dk; each keeps the half of dS[128, 128] with v columns [64 wg, 64 wg + 64) in registers.
+// 1 dk; at D = 128 each keeps the half of dS[128, 128] with v columns [64 wg, 64 wg + 64) in
+// registers, at D = 64 warpgroup 0 keeps all of dS[64, 64].
 // Per chunk (reversed time), with X, Y, Z = (K, Q, dO) for warpgroup 0 and (V, dO, Q) for 1:
 //   P   = mask(X Y^T)
 //   out = diag(lambda^r) X dS (wg 0) or X dS^T (wg 1) + P Z
@@ -20,28 +21,34 @@
 namespace lightning_attn {
 namespace cuda {
 
+template <int D>
 struct DkDvSm90Smem {
+  static constexpr int kP = D / 64;               // panels per operand tile = warpgroups owning dS columns
   static constexpr int kStages = 2;
-  static constexpr int kTile = 2 * kPanelBytes;  // [64, 128] operand tile
-  static constexpr int kStage = 4 * kTile;       // Q, K, V, dO of one chunk
-  static constexpr int kW = kPanelBytes;         // w dO of one warpgroup
-  static constexpr int kS = 2 * kPanelBytes;     // 16-bit dS[128, 64] of one warpgroup
-  static constexpr int kOst = 2 * kPanelBytes;   // TMA store: [64, 128] output rows of one warpgroup
-  static constexpr size_t bytes = 1024 + kStages * kStage + 2 * kW + 2 * kS + 2 * kOst;
+  static constexpr int kTile = kP * kPanelBytes;  // [64, D] operand tile
+  static constexpr int kStage = 4 * kTile;        // Q, K, V, dO of one chunk
+  static constexpr int kW = kPanelBytes;          // w dO of one owning warpgroup
+  static constexpr int kS = kP * kPanelBytes;     // 16-bit dS[D, 64] of one owning warpgroup
+  static constexpr int kOst = kP * kPanelBytes;   // TMA store: [64, D] output rows of one warpgroup
+  static constexpr size_t bytes = 1024 + kStages * kStage + kP * kW + kP * kS + 2 * kOst;
 };
 
 // The sweep of warpgroup WG (0: dv, 1: dk). Both warpgroups run it in lockstep (barrier 0 over
 // all 256 threads); making WG a template parameter keeps every wgmma out of divergent code.
-template <int WG, typename TIn, bool TMA_STORE>
+// D = Dk = Dv: 128 (each warpgroup owns 64 dS columns), or 64 (v13: warpgroup 0 owns all of
+// dS[64, 64]; warpgroup 1 only reads its copy; two blocks per SM).
+template <int WG, int D, typename TIn, bool TMA_STORE>
 __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUtensorMap* out_map, unsigned char* smem,
                                                 int h, int n, int seg) {
   using TC = TIn;
-  using L = DkDvSm90Smem;
+  using L = DkDvSm90Smem<D>;
+  constexpr int KP = L::kP;
+  constexpr bool OWNS = WG < KP;  // this warpgroup keeps (and updates) dS columns [64 WG, 64 WG + 64)
   const int warp = (threadIdx.x % 128) / 32, lane = threadIdx.x % 32;
   const int g = lane / 4;
   unsigned char* sW = smem + L::kStages * L::kStage + WG * L::kW;
-  unsigned char* sS = smem + L::kStages * L::kStage + 2 * L::kW;  // panel of warpgroup w at w * kS
-  unsigned char* sOst = smem + L::kStages * L::kStage + 2 * L::kW + 2 * L::kS + WG * L::kOst;
+  unsigned char* sS = smem + L::kStages * L::kStage + KP * L::kW;  // panel of owner w at w * kS
+  unsigned char* sOst = smem + L::kStages * L::kStage + KP * L::kW + KP * L::kS + WG * L::kOst;
   auto stage = [&](int buf) { return smem + buf * L::kStage; };
   auto sync_all = [] { asm volatile("bar.sync 0, 256;\n" ::: "memory"); };
 
@@ -62,7 +69,9 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
                       : static_cast<TIn*>(p.dk) + b * p.dk_sb + h * p.dk_sh;
   const int64_t out_st = WG == 0 ? p.dv_st : p.dk_st;
 
-  const PanelLoader<2> loader;
+  // D = 128: all 256 threads load each [64, 128] tile; D = 64: a warpgroup's 128 threads load a
+  // [64, 64] tile, warpgroup 0 Q and K, warpgroup 1 V and dO
+  const PanelLoader<KP> loader(KP == 2 ? int(threadIdx.x) : int(threadIdx.x % 128));
   // logical (reversed) time t -> row start + len - 1 - t
   auto last_row = [&](int64_t ci) { return start + len - 1 - (seg_start + ci * kChunk); };
   auto load_chunk = [&](int64_t ci, int buf) {
@@ -70,20 +79,26 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
     const int clen = rest < kChunk ? int(rest) : kChunk;
     const uint32_t tile = smem_addr(stage(buf));
     const int64_t first = last_row(ci);
-    loader.load(tile, qb, p.q_st, first, -1, clen);
-    loader.load(tile + L::kTile, kb, p.k_st, first, -1, clen);
-    loader.load(tile + 2 * L::kTile, vb, p.v_st, first, -1, clen);
-    loader.load(tile + 3 * L::kTile, db, p.do_st, first, -1, clen);
+    if (KP == 2 || WG == 0) {
+      loader.load(tile, qb, p.q_st, first, -1, clen);
+      loader.load(tile + L::kTile, kb, p.k_st, first, -1, clen);
+    }
+    if (KP == 2 || WG == 1) {
+      loader.load(tile + 2 * L::kTile, vb, p.v_st, first, -1, clen);
+      loader.load(tile + 3 * L::kTile, db, p.do_st, first, -1, clen);
+    }
   };
 
-  // ---- this warpgroup's half of dS (rows: k index, m-tile mt = rows 64 mt..; columns 64 WG..)
-  float racc[2][8][4];
+  // ---- this warpgroup's dS columns (owners only; rows: k index, m-tile mt = rows 64 mt..)
+  float racc[KP][8][4];
   auto slice = [&](int mt) -> float(&)[1][8][4] { return reinterpret_cast<float(&)[1][8][4]>(racc[mt]); };
-  const float* init = p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr;
+  if constexpr (OWNS) {
+    const float* init = p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr;
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
-    load_state(slice(mt), init, p.init_sk, p.init_sv, p.init_spx, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
-  store_state_panel<TC>(sS + WG * L::kS, racc, warp, lane);
+    for (int mt = 0; mt < KP; ++mt)
+      load_state(slice(mt), init, p.init_sk, p.init_sv, p.init_spx, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
+    store_state_panel<TC>(sS + WG * L::kS, racc, warp, lane);
+  }
 
   if (nchunks > 0) load_chunk(0, 0);
   cp_async_commit();
@@ -91,7 +106,7 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
   for (int64_t ci = 0; ci < nchunks; ++ci) {
     cp_async_wait<0>();
     fence_proxy_async();
-    sync_all();  // chunk ci and both dS panels are in place; chunk ci-1's stage is free
+    sync_all();  // chunk ci and every dS panel are in place; chunk ci-1's stage is free
     if (ci + 1 < nchunks) load_chunk(ci + 1, int((ci + 1) & 1));
     cp_async_commit();
 
@@ -103,55 +118,54 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
     const unsigned char* Y = WG == 0 ? sQ : sO;
     const unsigned char* Z = WG == 0 ? sO : sQ;
 
-    // -- P = X Y^T and the state product, one commit group
-    float pacc[8][4], acc0[8][4], acc1[8][4];  // acc0 / acc1: output columns 0-63 / 64-127
+    // -- P = X Y^T and the state product, one commit group; acc[c]: output columns 64 c..
+    float pacc[8][4], acc[KP][8][4];
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < 8; ++kk) wgmma_ss<TC, 0, 0>(pacc, kmajor_desc(X, kk), kmajor_desc(Y, kk), kk);
-    if constexpr (WG == 0) {  // K dS: B = dS panel (Dv half) as MN-major [Dk, 64]
+    for (int kk = 0; kk < 4 * KP; ++kk) wgmma_ss<TC, 0, 0>(pacc, kmajor_desc(X, kk), kmajor_desc(Y, kk), kk);
 #pragma unroll
-      for (int kk = 0; kk < 8; ++kk) wgmma_ss<TC, 0, 1>(acc0, kmajor_desc(X, kk), mnmajor_desc(sS, kk), kk);
+    for (int c = 0; c < KP; ++c) {
+      if constexpr (WG == 0) {  // K dS: B = owner c's dS panel as MN-major [Dk, 64]
 #pragma unroll
-      for (int kk = 0; kk < 8; ++kk)
-        wgmma_ss<TC, 0, 1>(acc1, kmajor_desc(X, kk), mnmajor_desc(sS + L::kS, kk), kk);
-    } else {  // V dS^T: B[k = v column, n = k row] = rows 64 half.. of both panels, K-major
+        for (int kk = 0; kk < 4 * KP; ++kk)
+          wgmma_ss<TC, 0, 1>(acc[c], kmajor_desc(X, kk), mnmajor_desc(sS + c * L::kS, kk), kk);
+      } else {  // V dS^T: B[k = v column, n = k row] = rows 64 c.. of every owner's panel, K-major
 #pragma unroll
-      for (int kk = 0; kk < 8; ++kk) wgmma_ss<TC, 0, 0>(acc0, kmajor_desc(X, kk), kmajor_desc(sS, kk, 128), kk);
-#pragma unroll
-      for (int kk = 0; kk < 8; ++kk)
-        wgmma_ss<TC, 0, 0>(acc1, kmajor_desc(X, kk), kmajor_desc(sS + 64 * kPanelRowBytes, kk, 128), kk);
+        for (int kk = 0; kk < 4 * KP; ++kk)
+          wgmma_ss<TC, 0, 0>(acc[c], kmajor_desc(X, kk), kmajor_desc(sS + c * 64 * kPanelRowBytes, kk, D), kk);
+      }
     }
     wgmma_commit();
 
     // -- w dO for this warpgroup's dS columns while the tensor cores work (w_r = scale lambda^(clen - r))
-    weight_panel_rows<TC>(sW, sO + WG * kPanelBytes, clen, p.scale, 1, l2);
+    if constexpr (OWNS) weight_panel_rows<TC>(sW, sO + WG * kPanelBytes, clen, p.scale, 1, l2);
 
     wgmma_wait<0>();
     fence_regs(pacc);
-    fence_regs(acc0);
-    fence_regs(acc1);
+#pragma unroll
+    for (int c = 0; c < KP; ++c) fence_regs(acc[c]);
 
     uint32_t af[4][4];
     masked_afrag<TC>(af, pacc, warp, lane, p.scale, l2);
     const float f0 = exp2f(float(warp * 16 + g) * l2), f1 = exp2f(float(warp * 16 + g + 8) * l2);  // lambda^r
-    scale_rows<8>(acc0, f0, f1);
-    scale_rows<8>(acc1, f0, f1);
-    scale_state(racc, exp2f(float(clen) * l2));
+#pragma unroll
+    for (int c = 0; c < KP; ++c) scale_rows<8>(acc[c], f0, f1);
+    if constexpr (OWNS) scale_state(racc, exp2f(float(clen) * l2));
     named_barrier(1 + WG, 128);  // w dO written by the whole warpgroup
 
-    // -- out += P Z; dS half += Q^T (w dO half)
+    // -- out += P Z; dS columns += Q^T (w dO columns)
     wgmma_fence();
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_rs<TC, 1>(acc0, af[kk], mnmajor_desc(Z, kk), 1);
+    for (int c = 0; c < KP; ++c)
 #pragma unroll
-    for (int kk = 0; kk < 4; ++kk) wgmma_rs<TC, 1>(acc1, af[kk], mnmajor_desc(Z + kPanelBytes, kk), 1);
+      for (int kk = 0; kk < 4; ++kk) wgmma_rs<TC, 1>(acc[c], af[kk], mnmajor_desc(Z + c * kPanelBytes, kk), 1);
     wgmma_commit();
-    issue_state_update<TC>(racc, sQ, sW);
+    if constexpr (OWNS) issue_state_update<TC>(racc, sQ, sW);
     wgmma_commit();
 
     wgmma_wait<1>();
-    fence_regs(acc0);
-    fence_regs(acc1);
+#pragma unroll
+    for (int c = 0; c < KP; ++c) fence_regs(acc[c]);
     const int64_t first = last_row(ci);
     // tile rows 16 warp .. 16 warp + 15 = times first - 16 warp .. first - 16 warp - 15: the box
     // starts at the latter; a box that would start before time 0 (the partial chunk at the
@@ -161,69 +175,77 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
     if (TMA_STORE && tbox >= 0) {
       if (lane == 0) tma_store_wait<true>();  // the warp's rows of chunk ci-1 have been read
       __syncwarp();
-      stage_rows_stmatrix<TC, true>(sOst, acc0, warp, lane);
-      stage_rows_stmatrix<TC, true>(sOst + kPanelBytes, acc1, warp, lane);
+#pragma unroll
+      for (int c = 0; c < KP; ++c) stage_rows_stmatrix<TC, true>(sOst + c * kPanelBytes, acc[c], warp, lane);
       fence_proxy_async();
       __syncwarp();
       if (lane == 0) {
-        tma_store_panel(out_map, sOst + warp * 16 * kPanelRowBytes, 0, h, tbox, b);
-        tma_store_panel(out_map, sOst + kPanelBytes + warp * 16 * kPanelRowBytes, 64, h, tbox, b);
+#pragma unroll
+        for (int c = 0; c < KP; ++c)
+          tma_store_panel(out_map, sOst + c * kPanelBytes + warp * 16 * kPanelRowBytes, 64 * c, h, tbox, b);
       }
     } else {
-      store_rows_pairs<TIn>(acc0, outb, out_st, 0, warp, lane, clen, first, -1);
-      store_rows_pairs<TIn>(acc1, outb, out_st, 64, warp, lane, clen, first, -1);
+#pragma unroll
+      for (int c = 0; c < KP; ++c) store_rows_pairs<TIn>(acc[c], outb, out_st, 64 * c, warp, lane, clen, first, -1);
     }
     wgmma_wait<0>();
-    fence_regs(racc[0]);
-    fence_regs(racc[1]);
+    if constexpr (OWNS) {
+#pragma unroll
+      for (int mt = 0; mt < KP; ++mt) fence_regs(racc[mt]);
+    }
     sync_all();  // both warpgroups are done reading the old dS copy
-    store_state_panel<TC>(sS + WG * L::kS, racc, warp, lane);
+    if constexpr (OWNS) store_state_panel<TC>(sS + WG * L::kS, racc, warp, lane);
   }
   cp_async_wait_all();
   if (TMA_STORE && lane == 0) tma_store_wait<false>();  // staged rows read and written before exit
 
-  if (p.out_state != nullptr) {
-    float* dst = p.out_state + n * p.out_sn + h * p.out_sh;
+  if constexpr (OWNS) {
+    if (p.out_state != nullptr) {
+      float* dst = p.out_state + n * p.out_sn + h * p.out_sh;
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt)
-      save_state(slice(mt), dst, p.out_sk, p.out_sv, 0, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
+      for (int mt = 0; mt < KP; ++mt)
+        save_state(slice(mt), dst, p.out_sk, p.out_sv, 0, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
+    }
   }
 }
 
-template <typename TIn, bool TMA_STORE>
-__global__ void __launch_bounds__(256, 1) dkdv_kernel_sm90(const DkDvParams p, const __grid_constant__ DkDvMaps maps) {
+// One block per SM at either D. D = 64 (v13): 211 registers; capped at 128 for two blocks per
+// SM it spilled 280-316 bytes and measured 7% slower (fwd+bwd 0.594 against 0.553 ms at 4K).
+template <int D, typename TIn, bool TMA_STORE>
+__global__ void __launch_bounds__(256, 1)
+    dkdv_kernel_sm90(const DkDvParams p, const __grid_constant__ DkDvMaps maps) {
 #ifdef LIGHTNING_ATTN_SM90A
   extern __shared__ __align__(1024) unsigned char smem_dkdv90[];
   unsigned char* smem = smem_dkdv90 + ((1024 - (smem_addr(smem_dkdv90) & 1023)) & 1023);
   const int h = blockIdx.x % p.H, n = blockIdx.x / p.H, seg = blockIdx.y;
   if (threadIdx.x < 128)
-    dkdv_sweep_sm90<0, TIn, TMA_STORE>(p, &maps.dv, smem, h, n, seg);
+    dkdv_sweep_sm90<0, D, TIn, TMA_STORE>(p, &maps.dv, smem, h, n, seg);
   else
-    dkdv_sweep_sm90<1, TIn, TMA_STORE>(p, &maps.dk, smem, h, n, seg);
+    dkdv_sweep_sm90<1, D, TIn, TMA_STORE>(p, &maps.dk, smem, h, n, seg);
 #endif
 }
 
 // TMA stores of dk and dv: whole sequences (a packed sequence's partial chunk would write the
-// previous sequence's rows) whose outputs nest as [B, T, H, 128] and are 16-byte aligned.
-template <typename TIn>
+// previous sequence's rows) whose outputs nest as [B, T, H, D] and are 16-byte aligned.
+template <typename TIn, int D>
 bool dkdv_store_maps(const DkDvParams& p, DkDvMaps& m) {
   if (!tma_store_enabled() || p.cu32 || p.cu64) return false;
   const bool bf16 = std::is_same<TIn, __nv_bfloat16>::value;
-  return make_tma_map(&m.dk, p.dk, bf16, p.N, p.T, p.H, p.dk_sb, p.dk_st, p.dk_sh, 16) &&
-         make_tma_map(&m.dv, p.dv, bf16, p.N, p.T, p.H, p.dv_sb, p.dv_st, p.dv_sh, 16);
+  return make_tma_map(&m.dk, p.dk, bf16, p.N, p.T, p.H, p.dk_sb, p.dk_st, p.dk_sh, 16, D) &&
+         make_tma_map(&m.dv, p.dv, bf16, p.N, p.T, p.H, p.dv_sb, p.dv_st, p.dv_sh, 16, D);
 }
 
-// Taken for Dk = Dv = 128 with 16-byte aligned inputs and 4-byte aligned dk, dv pairs.
-template <typename TIn>
+// Taken for Dk = Dv = D with 16-byte aligned inputs and 4-byte aligned dk, dv pairs.
+template <typename TIn, int D>
 bool launch_dkdv_sm90(const DkDvParams& p, cudaStream_t stream) {
-  if (p.Dk != 128 || p.Dv != 128 || !p.q_vec || !p.k_vec || !p.v_vec || !p.do_vec || !p.dk_vec2 || !p.dv_vec2 ||
-      !sm90_enabled())
+  if (p.Dk != D || p.Dv != D || !p.q_vec || !p.k_vec || !p.v_vec || !p.do_vec || !p.dk_vec2 || !p.dv_vec2 ||
+      !sm90_enabled() || (D == 64 && !sm90_d64_enabled()))
     return false;
-  static const bool runs = sm90_binary(dkdv_kernel_sm90<TIn, false>);
+  static const bool runs = sm90_binary(dkdv_kernel_sm90<D, TIn, false>);
   if (!runs) return false;
   alignas(64) DkDvMaps maps{};
-  auto kernel = dkdv_store_maps<TIn>(p, maps) ? dkdv_kernel_sm90<TIn, true> : dkdv_kernel_sm90<TIn, false>;
-  const int smem = int(DkDvSm90Smem::bytes);
+  auto kernel = dkdv_store_maps<TIn, D>(p, maps) ? dkdv_kernel_sm90<D, TIn, true> : dkdv_kernel_sm90<D, TIn, false>;
+  const int smem = int(DkDvSm90Smem<D>::bytes);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned(p.nseg));
   kernel<<<grid, 256, smem, stream>>>(p, maps);
@@ -231,14 +253,23 @@ bool launch_dkdv_sm90(const DkDvParams& p, cudaStream_t stream) {
   return true;
 }
 
-template <>
-bool launch_dkdv_fast<128, 128, __nv_bfloat16>(const DkDvParams& p, cudaStream_t stream) {
-  return launch_dkdv_sm90<__nv_bfloat16>(p, stream);
-}
-template <>
-bool launch_dkdv_fast<128, 128, __half>(const DkDvParams& p, cudaStream_t stream) {
-  return launch_dkdv_sm90<__half>(p, stream);
-}
+// The launcher, and the blocks per SM the split planner sizes the dk/dv sweep's waves by (one;
+// 0 where the portable kernel runs: Hopper kernels off, or no sm_90a code in this build).
+#define LIGHTNING_ATTN_SM90_DKDV(D, TIN)                                                   \
+  template <>                                                                              \
+  bool launch_dkdv_fast<D, D, TIN>(const DkDvParams& p, cudaStream_t stream) {             \
+    return launch_dkdv_sm90<TIN, D>(p, stream);                                            \
+  }                                                                                        \
+  template <>                                                                              \
+  int dkdv_fast_blocks_per_sm<D, D, TIN>() {                                               \
+    if (!sm90_enabled() || (D == 64 && !sm90_d64_enabled())) return 0;                     \
+    static const bool runs = sm90_binary(dkdv_kernel_sm90<D, TIN, false>);                 \
+    return runs ? 1 : 0;                                                                   \
+  }
+LIGHTNING_ATTN_SM90_DKDV(128, __nv_bfloat16)
+LIGHTNING_ATTN_SM90_DKDV(128, __half)
+LIGHTNING_ATTN_SM90_DKDV(64, __nv_bfloat16)
+LIGHTNING_ATTN_SM90_DKDV(64, __half)
 
 }  // namespace cuda
 }  // namespace lightning_attn

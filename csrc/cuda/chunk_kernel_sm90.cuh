@@ -298,13 +298,11 @@ bool tma_maps(ChunkParams& p, TmaMaps& m) {
   return true;
 }
 
-// LIGHTNING_ATTN_SM90_D64=0 keeps Dk = Dv = 64 on the portable kernel (A/B, v12).
-inline bool sm90_d64_enabled() { return !env_is("LIGHTNING_ATTN_SM90_D64", '0'); }
-
 template <typename TIn, int D>
 bool chunk_sm90_takes(const ChunkParams& p, bool state_only) {
   if (p.Dk != D || p.Dv != D || !p.k_vec || !p.v_vec || !sm90_enabled()) return false;
   if (D == 64 && (p.o_accumulate || !sm90_d64_enabled())) return false;
+  if (p.o_accumulate && !sm90_acc_enabled()) return false;
   if (!state_only && (p.reverse || !p.q_vec || !p.o_vec2 || (p.o_accumulate && !p.o_vec))) return false;
   static const bool runs = sm90_binary(chunk_kernel_sm90<TIn, D, false>);
   return runs;

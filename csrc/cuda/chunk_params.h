@@ -33,6 +33,10 @@ inline bool env_is(const char* name, char c) {
 
 // LIGHTNING_ATTN_SM90=0 turns the Hopper kernels off.
 inline bool sm90_enabled() { return !env_is("LIGHTNING_ATTN_SM90", '0'); }
+// LIGHTNING_ATTN_SM90_D64=0 keeps Dk = Dv = 64 on the portable kernels (A/B, v12 and v13).
+inline bool sm90_d64_enabled() { return !env_is("LIGHTNING_ATTN_SM90_D64", '0'); }
+// LIGHTNING_ATTN_SM90_ACC=0: no kernel adds into o (the Dk = 256 pieces take a temporary and an add).
+inline bool sm90_acc_enabled() { return !env_is("LIGHTNING_ATTN_SM90_ACC", '0'); }
 
 // Padded head dim of the q/k operands: 64, 128 or 256 (one instantiation each).
 inline int padded_dk(int64_t dk) { return dk <= 64 ? 64 : (dk <= 128 ? 128 : 256); }

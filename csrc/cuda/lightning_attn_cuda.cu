@@ -313,7 +313,8 @@ void run_problem_typed_dk(const Problem& pb, const Common& c, cudaStream_t strea
 // columns of v are independent (each piece writes its columns of o and of the state),
 // and the k dimension is a sum, o = o(q1, k1, v) + o(q2, k2, v) with the state's rows
 // split the same way, so a second k piece adds its output into o (in the kernel, which
-// loads the old rows with the chunk; LIGHTNING_ATTN_SM90_ACC=0: a temporary and an add).
+// loads the old rows with the chunk; where it does not take the call, or with
+// LIGHTNING_ATTN_SM90_ACC=0, run_problem_typed's temporary and add).
 bool hopper_pieces(const Tensor& x, int64_t Dk, int64_t Dv, const Common& c) {
   const auto dt = x.scalar_type();
   if (dt != at::kHalf && dt != at::kBFloat16) return false;
@@ -330,19 +331,16 @@ void run_problem_dk(const Problem& pb, const Common& c, cudaStream_t stream);
 
 void run_problem_pieces(const Problem& pb, const Common& c, cudaStream_t stream) {
   const int64_t Dk = pb.q.size(3), Dv = pb.v.size(3);
-  const bool in_kernel = !cuda::env_is("LIGHTNING_ATTN_SM90_ACC", '0');
-  const Tensor extra = Dk > 128 && !in_kernel ? at::empty_like(pb.o) : Tensor();
   for (int64_t kp = 0; kp < Dk; kp += 128)
     for (int64_t vp = 0; vp < Dv; vp += 128) {
       Problem sub = pb;
       sub.q = pb.q.narrow(3, kp, 128), sub.k = pb.k.narrow(3, kp, 128), sub.v = pb.v.narrow(3, vp, 128);
-      sub.o = (kp == 0 || in_kernel ? pb.o : extra).narrow(3, vp, 128);
-      sub.accumulate = kp > 0 && in_kernel;
+      sub.o = pb.o.narrow(3, vp, 128);
+      sub.accumulate = kp > 0;
       sub.init = state_piece(pb.init, kp, vp);
       sub.final_state = state_piece(pb.final_state, kp, vp);
       run_problem_dk(sub, c, stream);
     }
-  if (extra.defined()) pb.o.add_(extra);
 }
 
 void run_problem(const Problem& pb, const Common& c, cudaStream_t stream) {

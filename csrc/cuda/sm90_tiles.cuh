@@ -36,9 +36,11 @@ struct PanelLoader {
   int row0;  // tid / (8 KP)
   int col;   // element offset of the chunk in a row
 
-  __device__ __forceinline__ PanelLoader() {
-    const int cc = threadIdx.x % (8 * KP);
-    row0 = threadIdx.x / (8 * KP);
+  __device__ __forceinline__ PanelLoader() : PanelLoader(int(threadIdx.x)) {}
+  // tid < 128 KP: the loading thread's index among the tile's loaders
+  __device__ __forceinline__ explicit PanelLoader(int tid) {
+    const int cc = tid % (8 * KP);
+    row0 = tid / (8 * KP);
     col = cc * 8;
     soff = (cc / 8) * kPanelBytes + panel_offset(row0, (cc % 8) * 8);
   }
