@@ -143,6 +143,9 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
 // specialises it); false: not taken.
 template <int DK, int DV, typename TIn>
 bool launch_dkdv_fast(const DkDvParams&, cudaStream_t) { return false; }
+// Whether launch_dkdv_fast takes p (the only kernel that can add into dv).
+template <int DK, int DV, typename TIn>
+bool dkdv_fast_takes(const DkDvParams&) { return false; }
 // Blocks per SM of the architecture-specific kernel where it runs (the split planner sizes its
 // waves by it); 0: the generic kernel's count applies.
 template <int DK, int DV, typename TIn>
@@ -152,12 +155,19 @@ int dkdv_fast_blocks_per_sm() { return 0; }
   template <>                                                                                  \
   void launch_dkdv<DK, DV, TIN>(const DkDvParams& p, cudaStream_t stream) {                    \
     if (launch_dkdv_fast<DK, DV, TIN>(p, stream)) return;                                      \
+    TORCH_CHECK(!p.dv_accumulate, "lightning_attn: internal: dv += needs the Hopper kernel");  \
     constexpr size_t smem = DkDvSmem<DK, DV>::bytes();                                         \
     auto kernel = dkdv_kernel<DK, DV, TIN>;                                                    \
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem))); \
     const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned(p.nseg));                          \
     kernel<<<grid, kWarps * 32, smem, stream>>>(p);                                            \
     C10_CUDA_KERNEL_LAUNCH_CHECK();                                                            \
+  }                                                                                            \
+  template <>                                                                                  \
+  bool dkdv_takes_accumulate<DK, DV, TIN>(const DkDvParams& p) {                               \
+    DkDvParams a = p;                                                                          \
+    a.dv_accumulate = true;                                                                    \
+    return dkdv_fast_takes<DK, DV, TIN>(a);                                                    \
   }                                                                                            \
   template <>                                                                                  \
   int dkdv_blocks_per_sm<DK, DV, TIN>() {                                                      \

@@ -172,6 +172,7 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
     // sequence's start) is stored by rows instead: with negative starts the kernel faulted
     // (illegal instruction; session 6, run 2: every failing call had such a chunk)
     const int tbox = int(first) - warp * 16 - 15;
+    const bool add = WG == 0 && p.dv_accumulate;  // dv += (the second k piece of Dk = 256)
     if (TMA_STORE && tbox >= 0) {
       if (lane == 0) tma_store_wait<true>();  // the warp's rows of chunk ci-1 have been read
       __syncwarp();
@@ -181,12 +182,18 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
       __syncwarp();
       if (lane == 0) {
 #pragma unroll
-        for (int c = 0; c < KP; ++c)
-          tma_store_panel(out_map, sOst + c * kPanelBytes + warp * 16 * kPanelRowBytes, 64 * c, h, tbox, b);
+        for (int c = 0; c < KP; ++c) {
+          const unsigned char* src = sOst + c * kPanelBytes + warp * 16 * kPanelRowBytes;
+          if (add)
+            tma_reduce_add_panel(out_map, src, 64 * c, h, tbox, b);
+          else
+            tma_store_panel(out_map, src, 64 * c, h, tbox, b);
+        }
       }
     } else {
 #pragma unroll
-      for (int c = 0; c < KP; ++c) store_rows_pairs<TIn>(acc[c], outb, out_st, 64 * c, warp, lane, clen, first, -1);
+      for (int c = 0; c < KP; ++c)
+        store_rows_pairs<TIn>(acc[c], outb, out_st, 64 * c, warp, lane, clen, first, -1, add);
     }
     wgmma_wait<0>();
     if constexpr (OWNS) {
@@ -235,14 +242,21 @@ bool dkdv_store_maps(const DkDvParams& p, DkDvMaps& m) {
          make_tma_map(&m.dv, p.dv, bf16, p.N, p.T, p.H, p.dv_sb, p.dv_st, p.dv_sh, 16, D);
 }
 
-// Taken for Dk = Dv = D with 16-byte aligned inputs and 4-byte aligned dk, dv pairs.
+// Taken for Dk = Dv = D with 16-byte aligned inputs and 4-byte aligned dk, dv pairs; dv += in
+// bf16 only (fp16's reduce-add in L2 might flush subnormals, which a separate add keeps).
 template <typename TIn, int D>
-bool launch_dkdv_sm90(const DkDvParams& p, cudaStream_t stream) {
+bool dkdv_sm90_takes(const DkDvParams& p) {
   if (p.Dk != D || p.Dv != D || !p.q_vec || !p.k_vec || !p.v_vec || !p.do_vec || !p.dk_vec2 || !p.dv_vec2 ||
       !sm90_enabled() || (D == 64 && !sm90_d64_enabled()))
     return false;
+  if (p.dv_accumulate && (!std::is_same<TIn, __nv_bfloat16>::value || !sm90_acc_enabled())) return false;
   static const bool runs = sm90_binary(dkdv_kernel_sm90<D, TIn, false>);
-  if (!runs) return false;
+  return runs;
+}
+
+template <typename TIn, int D>
+bool launch_dkdv_sm90(const DkDvParams& p, cudaStream_t stream) {
+  if (!dkdv_sm90_takes<TIn, D>(p)) return false;
   alignas(64) DkDvMaps maps{};
   auto kernel = dkdv_store_maps<TIn, D>(p, maps) ? dkdv_kernel_sm90<D, TIn, true> : dkdv_kernel_sm90<D, TIn, false>;
   const int smem = int(DkDvSm90Smem<D>::bytes);
@@ -259,6 +273,10 @@ bool launch_dkdv_sm90(const DkDvParams& p, cudaStream_t stream) {
   template <>                                                                              \
   bool launch_dkdv_fast<D, D, TIN>(const DkDvParams& p, cudaStream_t stream) {             \
     return launch_dkdv_sm90<TIN, D>(p, stream);                                            \
+  }                                                                                        \
+  template <>                                                                              \
+  bool dkdv_fast_takes<D, D, TIN>(const DkDvParams& p) {                                   \
+    return dkdv_sm90_takes<TIN, D>(p);                                                     \
   }                                                                                        \
   template <>                                                                              \
   int dkdv_fast_blocks_per_sm<D, D, TIN>() {                                               \

@@ -115,12 +115,16 @@ struct DkDvParams {
   int64_t out_sn, out_sh, out_sk, out_sv;
   int64_t seg_len;
   int nseg;
+  bool dv_accumulate;  // dv += this call's dv (the Dk = 256 pieces; bf16 on the Hopper kernel only)
 };
 
 template <int DK, int DV, typename TIn>
 void launch_dkdv(const DkDvParams& p, cudaStream_t stream);
 template <int DK, int DV, typename TIn>
 int dkdv_blocks_per_sm();
+// Whether launch_dkdv takes p with dv_accumulate set.
+template <int DK, int DV, typename TIn>
+bool dkdv_takes_accumulate(const DkDvParams& p);
 
 // Combines the local states of a split call's sub-segments: S[0] = init,
 // S[j+1] = lambda^len_j S[j] + local[j]; writes S[j] where j is a segment's first

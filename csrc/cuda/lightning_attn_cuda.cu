@@ -362,7 +362,7 @@ void run_problem_dk(const Problem& pb, const Common& c, cudaStream_t stream) {
 template <int DK, int DV, typename TIn>
 void run_dkdv_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout,
                     const Tensor& dk, const Tensor& dv, float scale, const Tensor& ds_init,
-                    const Tensor& d_initial, const Common& c, cudaStream_t stream) {
+                    const Tensor& d_initial, const Common& c, cudaStream_t stream, bool dv_accumulate) {
   ChunkParams ps{};
   ps.k = q.data_ptr(), ps.v = dout.data_ptr();
   ps.k_sb = q.stride(0), ps.k_st = q.stride(1), ps.k_sh = q.stride(2);
@@ -386,6 +386,15 @@ void run_dkdv_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
   p.dk_vec2 = vec2_ok(dk), p.dv_vec2 = vec2_ok(dv);
   p.Dk = ps.Dk, p.Dv = ps.Dv, p.H = ps.H, p.N = ps.N, p.T = c.T;
   p.cu32 = c.cu32, p.cu64 = c.cu64, p.slope = c.slope, p.scale = scale;
+  if (dv_accumulate) {
+    p.dv_accumulate = cuda::dkdv_takes_accumulate<DK, DV, TIn>(p);
+    if (!p.dv_accumulate) {  // no kernel here adds into dv: a temporary and an add
+      const Tensor tmp = at::empty_like(dv);
+      run_dkdv_typed<DK, DV, TIn>(q, k, v, dout, dk, tmp, scale, ds_init, d_initial, c, stream, false);
+      dv.add_(tmp);
+      return;
+    }
+  }
 
   const SplitPlan plan = plan_split(c, c.N * c.H, cuda::dkdv_blocks_per_sm<DK, DV, TIn>(),
                                     cuda::chunk_blocks_per_sm<DK, DV, TIn>(true), d_initial.defined());
@@ -413,42 +422,45 @@ void run_dkdv_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Ten
 template <typename TIn>
 void run_dkdv_dims(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout,
                    const Tensor& dk, const Tensor& dv, float scale, const Tensor& ds_init,
-                   const Tensor& d_initial, const Common& c, cudaStream_t stream) {
+                   const Tensor& d_initial, const Common& c, cudaStream_t stream, bool acc) {
   const bool k64 = q.size(3) <= 64, v64 = dout.size(3) <= 64;
-  if (k64 && v64) return run_dkdv_typed<64, 64, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
-  if (k64) return run_dkdv_typed<64, 128, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
-  if (v64) return run_dkdv_typed<128, 64, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
-  return run_dkdv_typed<128, 128, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
+  if (k64 && v64)
+    return run_dkdv_typed<64, 64, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream, acc);
+  if (k64) return run_dkdv_typed<64, 128, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream, acc);
+  if (v64) return run_dkdv_typed<128, 64, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream, acc);
+  return run_dkdv_typed<128, 128, TIn>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream, acc);
 }
 
 void run_dkdv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& dk,
               const Tensor& dv, float scale, const Tensor& ds_init, const Tensor& d_initial,
-              const Common& c, cudaStream_t stream);
+              const Common& c, cudaStream_t stream, bool dv_accumulate = false);
 
 // The fused dk/dv sweep in 128-wide pieces (see hopper_pieces): dk sums over the v pieces
 // (do . v), dv over the k pieces (q . k); the state dS and d_initial split by rows and columns.
+// The second k piece adds into dv in the kernel (bf16: TMA reduce-add, v14; else a temporary and
+// an add in run_dkdv_typed); dk's second v piece always takes a temporary: the split keeps its
+// segment states in the rows of the dk piece it writes, which would hold the first piece's sum.
 void run_dkdv_pieces(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& dk,
                      const Tensor& dv, float scale, const Tensor& ds_init, const Tensor& d_initial,
                      const Common& c, cudaStream_t stream) {
   const int64_t Dk = q.size(3), Dv = v.size(3);
   const Tensor dk_extra = Dv > 128 ? at::empty_like(dk) : Tensor();
-  const Tensor dv_extra = Dk > 128 ? at::empty_like(dv) : Tensor();
   for (int64_t kp = 0; kp < Dk; kp += 128)
     for (int64_t vp = 0; vp < Dv; vp += 128)
       run_dkdv(q.narrow(3, kp, 128), k.narrow(3, kp, 128), v.narrow(3, vp, 128), dout.narrow(3, vp, 128),
-               (vp == 0 ? dk : dk_extra).narrow(3, kp, 128), (kp == 0 ? dv : dv_extra).narrow(3, vp, 128), scale,
-               state_piece(ds_init, kp, vp), state_piece(d_initial, kp, vp), c, stream);
+               (vp == 0 ? dk : dk_extra).narrow(3, kp, 128), dv.narrow(3, vp, 128), scale,
+               state_piece(ds_init, kp, vp), state_piece(d_initial, kp, vp), c, stream, /*dv_accumulate=*/kp > 0);
   if (dk_extra.defined()) dk.add_(dk_extra);
-  if (dv_extra.defined()) dv.add_(dv_extra);
 }
 
 void run_dkdv(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& dout, const Tensor& dk,
               const Tensor& dv, float scale, const Tensor& ds_init, const Tensor& d_initial,
-              const Common& c, cudaStream_t stream) {
+              const Common& c, cudaStream_t stream, bool acc) {
   switch (q.scalar_type()) {
-    case at::kFloat: return run_dkdv_dims<float>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
-    case at::kHalf: return run_dkdv_dims<__half>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
-    default: return run_dkdv_dims<__nv_bfloat16>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream);
+    case at::kFloat: return run_dkdv_dims<float>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream, acc);
+    case at::kHalf: return run_dkdv_dims<__half>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream, acc);
+    default:
+      return run_dkdv_dims<__nv_bfloat16>(q, k, v, dout, dk, dv, scale, ds_init, d_initial, c, stream, acc);
   }
 }
 

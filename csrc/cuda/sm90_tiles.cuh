@@ -65,10 +65,11 @@ struct PanelLoader {
 
 // Stores this warp's two rows of a [64, 64] accumulator tile (tile rows 16 warp + g, +8 ->
 // output rows first + dir * row; columns c0 + 8 j + 2 cq) as 16-bit pairs: the output is
-// 4-byte aligned with even strides (host-checked).
+// 4-byte aligned with even strides (host-checked). add: out = 16-bit(out + 16-bit(acc)), the
+// rounding of a separate add and of the TMA reduce-add.
 template <typename TIn>
 __device__ __forceinline__ void store_rows_pairs(const float (&acc)[8][4], TIn* ob, int64_t st, int c0, int warp,
-                                                 int lane, int clen, int64_t first, int dir) {
+                                                 int lane, int clen, int64_t first, int dir, bool add = false) {
   const int g = lane / 4, cq = lane % 4;
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -76,7 +77,14 @@ __device__ __forceinline__ void store_rows_pairs(const float (&acc)[8][4], TIn* 
     if (r < clen) {
       uint32_t* orow = reinterpret_cast<uint32_t*>(ob + (first + dir * r) * st + c0 + 2 * cq);
 #pragma unroll
-      for (int j = 0; j < 8; ++j) orow[j * 4] = pack2<TIn>(acc[j][2 * half], acc[j][2 * half + 1]);
+      for (int j = 0; j < 8; ++j) {
+        uint32_t x = pack2<TIn>(acc[j][2 * half], acc[j][2 * half + 1]);
+        if (add) {
+          const float2 a = unpack2<TIn>(x), o = unpack2<TIn>(orow[j * 4]);
+          x = pack2<TIn>(o.x + a.x, o.y + a.y);
+        }
+        orow[j * 4] = x;
+      }
     }
   }
 }
