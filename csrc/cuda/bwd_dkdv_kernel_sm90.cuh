@@ -182,13 +182,8 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
       __syncwarp();
       if (lane == 0) {
 #pragma unroll
-        for (int c = 0; c < KP; ++c) {
-          const unsigned char* src = sOst + c * kPanelBytes + warp * 16 * kPanelRowBytes;
-          if (add)
-            tma_reduce_add_panel(out_map, src, 64 * c, h, tbox, b);
-          else
-            tma_store_panel(out_map, src, 64 * c, h, tbox, b);
-        }
+        for (int c = 0; c < KP; ++c)
+          tma_store_panel(out_map, sOst + c * kPanelBytes + warp * 16 * kPanelRowBytes, 64 * c, h, tbox, b, add);
       }
     } else {
 #pragma unroll

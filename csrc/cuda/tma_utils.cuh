@@ -77,27 +77,23 @@ __device__ __forceinline__ void tma_load_panel(void* dst, const CUtensorMap* map
 }
 
 // Rows of a panel to the box at (c, h, t, b) of global memory (rows past T are dropped), as a
-// bulk async group of the issuing thread.
-__device__ __forceinline__ void tma_store_panel(const CUtensorMap* map, const void* src, int c, int h, int t, int b) {
+// bulk async group of the issuing thread; add: added into global memory element-wise (in L2)
+// instead of stored over it.
+#define LIGHTNING_ATTN_TMA_STORE_ASM(OP)                                                  \
+  asm volatile(OP " [%0, {%2, %3, %4, %5}], [%1];\n"                                    \
+                  "cp.async.bulk.commit_group;\n" ::"l"(reinterpret_cast<uint64_t>(map)), \
+               "r"(smem_addr(src)), "r"(c), "r"(h), "r"(t), "r"(b)                        \
+               : "memory")
+__device__ __forceinline__ void tma_store_panel(const CUtensorMap* map, const void* src, int c, int h, int t, int b,
+                                                bool add = false) {
 #ifdef LIGHTNING_ATTN_SM90A
-  asm volatile(
-      "cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n"
-      "cp.async.bulk.commit_group;\n" ::"l"(reinterpret_cast<uint64_t>(map)),
-      "r"(smem_addr(src)), "r"(c), "r"(h), "r"(t), "r"(b)
-      : "memory");
+  if (add)
+    LIGHTNING_ATTN_TMA_STORE_ASM("cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group");
+  else
+    LIGHTNING_ATTN_TMA_STORE_ASM("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group");
 #endif
 }
-// The same box added into global memory (element-wise, in L2) instead of stored over it.
-__device__ __forceinline__ void tma_reduce_add_panel(const CUtensorMap* map, const void* src, int c, int h, int t,
-                                                     int b) {
-#ifdef LIGHTNING_ATTN_SM90A
-  asm volatile(
-      "cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group [%0, {%2, %3, %4, %5}], [%1];\n"
-      "cp.async.bulk.commit_group;\n" ::"l"(reinterpret_cast<uint64_t>(map)),
-      "r"(smem_addr(src)), "r"(c), "r"(h), "r"(t), "r"(b)
-      : "memory");
-#endif
-}
+#undef LIGHTNING_ATTN_TMA_STORE_ASM
 // Waits until this thread's bulk stores have read their shared memory (READ_ONLY) or completed.
 template <bool READ_ONLY>
 __device__ __forceinline__ void tma_store_wait() {
