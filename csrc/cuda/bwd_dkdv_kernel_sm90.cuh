@@ -36,7 +36,7 @@ struct DkDvSm90Smem {
 // The sweep of warpgroup WG (0: dv, 1: dk). Both warpgroups run it in lockstep (barrier 0 over
 // all 256 threads); making WG a template parameter keeps every wgmma out of divergent code.
 // D = Dk = Dv: 128 (each warpgroup owns 64 dS columns), or 64 (v13: warpgroup 0 owns all of
-// dS[64, 64]; warpgroup 1 only reads its copy; two blocks per SM).
+// dS[64, 64]; warpgroup 1 only reads its copy).
 template <int WG, int D, typename TIn, bool TMA_STORE>
 __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUtensorMap* out_map, unsigned char* smem,
                                                 int h, int n, int seg) {

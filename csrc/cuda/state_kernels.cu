@@ -27,8 +27,7 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const ScanParams p) 
   const int64_t in_off = n * p.in_sn + h * p.in_sh + i * p.in_sk + j * p.in_sv + (j >> 6) * p.in_spx;
   // segments with tokens; past nlocal (the last segment's sub-segments when no final state is
   // asked) only s_in stores remain. The local states are loaded kU at a time ahead of the
-  // dependent chain: one DRAM round trip per kU sub-segments instead of one each (v13: the
-  // scan took 19-24 us at 8 x 4 sub-segments).
+  // dependent chain: one DRAM round trip per kU sub-segments instead of one each (v13).
   const int nvalid = len <= 0 ? 0 : int(std::min<int64_t>(p.nseg, (len + p.seg_len - 1) / p.seg_len));
   constexpr int kU = 8;
   for (int base = 0; base < nvalid; base += kU) {
