@@ -237,16 +237,22 @@ bool dkdv_store_maps(const DkDvParams& p, DkDvMaps& m) {
          make_tma_map(&m.dv, p.dv, bf16, p.N, p.T, p.H, p.dv_sb, p.dv_st, p.dv_sh, 16, D);
 }
 
+// Whether the kernel runs here for head dim D: switches on, and sm_90a code in this build.
+template <typename TIn, int D>
+bool dkdv_sm90_available() {
+  if (!sm90_enabled_for(D)) return false;
+  static const bool runs = sm90_binary(dkdv_kernel_sm90<D, TIn, false>);
+  return runs;
+}
+
 // Taken for Dk = Dv = D with 16-byte aligned inputs and 4-byte aligned dk, dv pairs; dv += in
 // bf16 only (fp16's reduce-add in L2 might flush subnormals, which a separate add keeps).
 template <typename TIn, int D>
 bool dkdv_sm90_takes(const DkDvParams& p) {
-  if (p.Dk != D || p.Dv != D || !p.q_vec || !p.k_vec || !p.v_vec || !p.do_vec || !p.dk_vec2 || !p.dv_vec2 ||
-      !sm90_enabled() || (D == 64 && !sm90_d64_enabled()))
+  if (p.Dk != D || p.Dv != D || !p.q_vec || !p.k_vec || !p.v_vec || !p.do_vec || !p.dk_vec2 || !p.dv_vec2)
     return false;
   if (p.dv_accumulate && (!std::is_same<TIn, __nv_bfloat16>::value || !sm90_acc_enabled())) return false;
-  static const bool runs = sm90_binary(dkdv_kernel_sm90<D, TIn, false>);
-  return runs;
+  return dkdv_sm90_available<TIn, D>();
 }
 
 template <typename TIn, int D>
@@ -275,9 +281,7 @@ bool launch_dkdv_sm90(const DkDvParams& p, cudaStream_t stream) {
   }                                                                                        \
   template <>                                                                              \
   int dkdv_fast_blocks_per_sm<D, D, TIN>() {                                               \
-    if (!sm90_enabled() || (D == 64 && !sm90_d64_enabled())) return 0;                     \
-    static const bool runs = sm90_binary(dkdv_kernel_sm90<D, TIN, false>);                 \
-    return runs ? 1 : 0;                                                                   \
+    return dkdv_sm90_available<TIN, D>() ? 1 : 0;                                          \
   }
 LIGHTNING_ATTN_SM90_DKDV(128, __nv_bfloat16)
 LIGHTNING_ATTN_SM90_DKDV(128, __half)

@@ -300,8 +300,8 @@ bool tma_maps(ChunkParams& p, TmaMaps& m) {
 
 template <typename TIn, int D>
 bool chunk_sm90_takes(const ChunkParams& p, bool state_only) {
-  if (p.Dk != D || p.Dv != D || !p.k_vec || !p.v_vec || !sm90_enabled()) return false;
-  if (D == 64 && (p.o_accumulate || !sm90_d64_enabled())) return false;
+  if (p.Dk != D || p.Dv != D || !p.k_vec || !p.v_vec || !sm90_enabled_for(D)) return false;
+  if (D == 64 && p.o_accumulate) return false;
   if (p.o_accumulate && !sm90_acc_enabled()) return false;
   if (!state_only && (p.reverse || !p.q_vec || !p.o_vec2 || (p.o_accumulate && !p.o_vec))) return false;
   static const bool runs = sm90_binary(chunk_kernel_sm90<TIn, D, false>);
@@ -353,7 +353,7 @@ int sm90_blocks_per_sm() {
   }                                                                                             \
   template <>                                                                                   \
   int chunk_fast_blocks_per_sm<D, D, TIN>(bool state_only) {                                    \
-    if (!sm90_enabled() || (D == 64 && !sm90_d64_enabled())) return 0;                          \
+    if (!sm90_enabled_for(D)) return 0;                                                         \
     static const int full = sm90_blocks_per_sm<TIN, D, false>();                                \
     static const int state = sm90_blocks_per_sm<TIN, D, true>();                                \
     return state_only ? state : full;                                                           \

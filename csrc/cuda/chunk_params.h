@@ -35,6 +35,8 @@ inline bool env_is(const char* name, char c) {
 inline bool sm90_enabled() { return !env_is("LIGHTNING_ATTN_SM90", '0'); }
 // LIGHTNING_ATTN_SM90_D64=0 keeps Dk = Dv = 64 on the portable kernels (A/B, v12 and v13).
 inline bool sm90_d64_enabled() { return !env_is("LIGHTNING_ATTN_SM90_D64", '0'); }
+// Whether the Hopper kernels may serve head dim d (both switches above).
+inline bool sm90_enabled_for(int d) { return sm90_enabled() && (d != 64 || sm90_d64_enabled()); }
 // LIGHTNING_ATTN_SM90_ACC=0: no kernel adds into o (the Dk = 256 pieces take a temporary and an add).
 inline bool sm90_acc_enabled() { return !env_is("LIGHTNING_ATTN_SM90_ACC", '0'); }
 
