@@ -1,0 +1,49 @@
+"""Times forward and forward+backward of the kernel table's shapes (H 16, bf16, decay, 65,536 tokens
+per call; do_bench medians) with whichever lightning_attn is first on PYTHONPATH, and appends one
+JSON line to --out. For A/B runs of two builds in one session: run it alternately under each
+(A, B, A, B) and compare the medians per shape (benchmarks/gpu/run_ab.sh)."""
+import argparse
+import json
+import time
+
+import torch
+import triton.testing as tt
+
+import lightning_attn as la
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--tag", required=True)
+ap.add_argument("--out", required=True)
+a = ap.parse_args()
+
+H, TOTAL = 16, 65536
+SHAPES = [(1024, 128, 128), (4096, 128, 128), (8192, 128, 128), (16384, 128, 128), (65536, 128, 128),
+          (4096, 64, 64), (65536, 64, 64), (4096, 256, 128)]
+row = {"tag": a.tag, "module": la.__file__, "time": time.time(), "ms": {}}
+for T, Dk, Dv in SHAPES:
+    B = TOTAL // T
+    torch.manual_seed(0)
+    q = (torch.randn(B, T, H, Dk, device="cuda") * Dk ** -0.5).bfloat16()
+    k = (torch.randn(B, T, H, Dk, device="cuda") * 0.5).bfloat16()
+    v = torch.randn(B, T, H, Dv, device="cuda").bfloat16()
+    slope = torch.rand(H, device="cuda") * 0.2 + 0.001
+    qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
+    do = torch.randn_like(v)
+
+    def fwd():
+        return la.lightning_attn_func(q, k, v, slope)[0]
+
+    def fb():
+        o = la.lightning_attn_func(qg, kg, vg, slope)[0]
+        return torch.autograd.grad(o, (qg, kg, vg), do)
+
+    o = fwd()
+    assert torch.isfinite(o).all()
+    fb()
+    torch.cuda.synchronize()
+    key = f"T{T}_Dk{Dk}_Dv{Dv}"
+    row["ms"][key] = {"fwd": tt.do_bench(fwd, warmup=25, rep=100, return_mode="median"),
+                      "fwdbwd": tt.do_bench(fb, warmup=25, rep=100, return_mode="median")}
+    print(a.tag, key, " ".join(f"{m} {t:.3f}" for m, t in row["ms"][key].items()), flush=True)
+with open(a.out, "a") as f:
+    f.write(json.dumps(row) + "\n")
