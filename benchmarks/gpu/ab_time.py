@@ -4,28 +4,31 @@ JSON line to --out. For A/B runs of two builds in one session: run it alternatel
 (A, B, A, B) and compare the medians per shape (benchmarks/gpu/run_ab.sh)."""
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 import triton.testing as tt
 
 import lightning_attn as la
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench_kernels import H, make  # noqa: E402  (the kernel table's inputs)
+
 ap = argparse.ArgumentParser()
 ap.add_argument("--tag", required=True)
 ap.add_argument("--out", required=True)
 a = ap.parse_args()
 
-H, TOTAL = 16, 65536
+TOTAL = 65536
 SHAPES = [(1024, 128, 128), (4096, 128, 128), (8192, 128, 128), (16384, 128, 128), (65536, 128, 128),
           (4096, 64, 64), (65536, 64, 64), (4096, 256, 128)]
 row = {"tag": a.tag, "module": la.__file__, "time": time.time(), "ms": {}}
 for T, Dk, Dv in SHAPES:
     B = TOTAL // T
     torch.manual_seed(0)
-    q = (torch.randn(B, T, H, Dk, device="cuda") * Dk ** -0.5).bfloat16()
-    k = (torch.randn(B, T, H, Dk, device="cuda") * 0.5).bfloat16()
-    v = torch.randn(B, T, H, Dv, device="cuda").bfloat16()
+    q, k, v = make(B, T, Dk, Dv)
     slope = torch.rand(H, device="cuda") * 0.2 + 0.001
     qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
     do = torch.randn_like(v)
