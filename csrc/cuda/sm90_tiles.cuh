@@ -7,6 +7,7 @@
 
 #include "chunk_params.h"
 #include "mma_utils.cuh"
+#include "tma_utils.cuh"
 #include "warp_tiles.cuh"
 #include "wgmma_utils.cuh"
 
@@ -16,13 +17,14 @@ namespace cuda {
 constexpr int kPanelBytes = kChunk * kPanelRowBytes;  // one [64, 64] panel: 8 KB
 
 // Descriptor of k-step kk (16 columns) of a K-major [rows, 128] operand (two panels of `rows`
-// rows; 64 rows unless given): 32 bytes per k-step inside a panel.
+// rows; 64 rows unless given): 32 bytes per k-step inside a panel. The k-steps share one base
+// descriptor plus a constant (v19: a full descriptor per k-step cost ~8 instructions per wgmma).
 __device__ __forceinline__ uint64_t kmajor_desc(const unsigned char* t, int kk, int rows = kChunk) {
-  return smem_desc(t + (kk / 4) * rows * kPanelRowBytes + (kk % 4) * 32, 16, 1024);
+  return desc_add(smem_desc(t, 16, 1024), (kk / 4) * rows * kPanelRowBytes + (kk % 4) * 32);
 }
 // Descriptor of k-step kk (16 rows) of an MN-major panel (row = k index, 64 M/N columns).
 __device__ __forceinline__ uint64_t mnmajor_desc(const unsigned char* t, int kk) {
-  return smem_desc(t + kk * 16 * kPanelRowBytes, kPanelBytes, 1024);
+  return desc_add(smem_desc(t, kPanelBytes, 1024), kk * 16 * kPanelRowBytes);
 }
 
 // This thread's part of loading a [64, 64 KP] operand tile into KP panels by the block's
@@ -130,15 +132,10 @@ __device__ __forceinline__ void weight_panel_rows(unsigned char* dst, const unsi
 template <typename TC, int KP>
 __device__ __forceinline__ void store_state_panel(unsigned char* panel, const float (&racc)[KP][8][4], int warp,
                                                   int lane) {
-  const int g = lane / 4, cq = lane % 4;
+  // rows 64 mt.. of the tall panel are a panel of their own (the swizzle phase is row % 8); by
+  // stmatrix, 4 instead of 16 shared stores per m-tile (v19)
 #pragma unroll
-  for (int mt = 0; mt < KP; ++mt)
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const int i = mt * 64 + warp * 16 + g, c = j * 8 + 2 * cq;
-      *reinterpret_cast<uint32_t*>(panel + panel_offset(i, c)) = pack2<TC>(racc[mt][j][0], racc[mt][j][1]);
-      *reinterpret_cast<uint32_t*>(panel + panel_offset(i + 8, c)) = pack2<TC>(racc[mt][j][2], racc[mt][j][3]);
-    }
+  for (int mt = 0; mt < KP; ++mt) stage_rows_stmatrix<TC, false>(panel + mt * kPanelBytes, racc[mt], warp, lane);
   fence_proxy_async();
 }
 

@@ -74,7 +74,7 @@ __device__ __forceinline__ void decay_mask_to_afrag(uint32_t (&af)[4][4], const 
         for (int e = 0; e < 4; ++e) {
           const int r = m0 + g + (e / 2) * 8;
           const int s = pp * 16 + hn * 8 + 2 * cq + (e % 2);
-          m[hn][e] = s <= r ? sc[pp][hn][e] * scale * exp2f(float(r - s) * l2) : 0.f;
+          m[hn][e] = s <= r ? sc[pp][hn][e] * (scale * exp2f(float(r - s) * l2)) : 0.f;  // factor loop-invariant
         }
       af[pp][0] = pack2<TC>(m[0][0], m[0][1]);
       af[pp][1] = pack2<TC>(m[0][2], m[0][3]);

@@ -37,6 +37,12 @@ __device__ __forceinline__ uint64_t smem_desc(const void* p, uint32_t lbo, uint3
          (uint64_t((sbo >> 4) & 0x3FFF) << 32) | (uint64_t(1) << 62);
 }
 
+// The descriptor of the operand `bytes` (a multiple of 16) further into shared memory: only the
+// 14-bit start-address field changes, and it cannot carry out inside shared memory (< 256 KB).
+__device__ __forceinline__ uint64_t desc_add(uint64_t d, uint32_t bytes) {
+  return (d & 0xFFFFFFFF00000000ull) | uint32_t(uint32_t(d) + (bytes >> 4));
+}
+
 __device__ __forceinline__ void wgmma_fence() {
 #ifdef LIGHTNING_ATTN_SM90A
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
