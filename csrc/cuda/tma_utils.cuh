@@ -105,28 +105,6 @@ __device__ __forceinline__ void tma_store_wait() {
 #endif
 }
 
-// A warp's 16 rows x 64 columns of fp32 accumulators (wgmma layout) -> 16-bit rows of a
-// 128B-swizzled panel, by four stmatrix.x4: matrix i of step p holds rows 8 (i % 2).. and
-// columns 8 (2 p + i / 2).., lane l giving the address of row l % 8 of matrix l / 8. FLIP
-// writes the warp's 16 rows in reverse order (reversed time: row 15 of the box is row 0 of the tile).
-template <typename TC, bool FLIP>
-__device__ __forceinline__ void stage_rows_stmatrix(unsigned char* panel, const float (&acc)[8][4], int warp,
-                                                    int lane) {
-#ifdef LIGHTNING_ATTN_SM90A
-  const int local = (lane / 8 % 2) * 8 + lane % 8, mi = lane / 8;
-  const int row = warp * 16 + (FLIP ? 15 - local : local);
-#pragma unroll
-  for (int p = 0; p < 4; ++p) {
-    const uint32_t addr = smem_addr(panel + panel_offset(row, (2 * p + mi / 2) * 8));
-    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr),
-                 "r"(pack2<TC>(acc[2 * p][0], acc[2 * p][1])), "r"(pack2<TC>(acc[2 * p][2], acc[2 * p][3])),
-                 "r"(pack2<TC>(acc[2 * p + 1][0], acc[2 * p + 1][1])),
-                 "r"(pack2<TC>(acc[2 * p + 1][2], acc[2 * p + 1][3]))
-                 : "memory");
-  }
-#endif
-}
-
 // Host: a [B, T, H, D] 16-bit operand (D = 64 or 128; strides in elements, nested: sh >= D,
 // st >= H sh, sb >= T st, all 16-byte multiples) as a 4-D tensor map of boxes of 64 columns x
 // box_rows rows with the 128-byte swizzle. False where the strides do not nest or the driver
