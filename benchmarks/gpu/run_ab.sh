@@ -8,6 +8,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/out}
 read -r -a DIRS <<< "${AB_DIRS:-_ab_old .}"
 TAGS=(A B C D E F)
+[ ${#DIRS[@]} -le ${#TAGS[@]} ] || { echo "AB_DIRS: at most ${#TAGS[@]} trees, got ${#DIRS[@]}"; exit 2; }
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 for i in "${!DIRS[@]}"; do
