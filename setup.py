@@ -22,13 +22,20 @@ def use_cuda() -> bool:
     return torch.version.cuda is not None and CUDA_HOME is not None
 
 
+def cuda_archs() -> list:
+    return [a for a in os.environ.get("LIGHTNING_ATTN_CUDA_ARCHS", "90a").replace(",", ";").split(";") if a]
+
+
 def gencode_flags() -> list:
-    archs = os.environ.get("LIGHTNING_ATTN_CUDA_ARCHS", "90a").replace(",", ";").split(";")
-    return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs if a]
+    # LIGHTNING_ATTN_BUILT_ARCHS: named in the error a GPU without a compiled kernel raises.
+    archs = cuda_archs()
+    return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs] + [
+        f"-DLIGHTNING_ATTN_BUILT_ARCHS={'_'.join(archs)}"]
 
 
 def extension():
-    rel = lambda pattern: sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+    rel = lambda pattern: sorted(os.path.relpath(p, ROOT)
+                                 for p in glob.glob(os.path.join(ROOT, pattern), recursive=True))
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
     cxx = ["-O3", "-std=c++17", "-fopenmp"]
     if not use_cuda():
@@ -37,8 +44,8 @@ def extension():
     nvcc = ["-O3", "-std=c++17", "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo",
             *gencode_flags()]
     return CUDAExtension(
-        "lightning_attn._C", sources + rel("csrc/cuda/*.cu"),
-        extra_compile_args={"cxx": cxx + ["-DLIGHTNING_ATTN_WITH_CUDA"], "nvcc": nvcc},
+        "lightning_attn._C", sources + rel("csrc/cuda/**/*.cu"),
+        extra_compile_args={"cxx": cxx, "nvcc": nvcc},
         extra_link_args=["-fopenmp"],
     )
 

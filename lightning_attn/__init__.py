@@ -8,7 +8,7 @@ lightning_attn.hf (transformers integration), lightning_attn.baseline (Transform
 from .cache import TNLCache
 from .decay import tnl_slopes
 from .generation import generate
-from .kernel_options import KernelOptions, kernel_options
+from .kernel_options import KernelOptions, current_kernel_options, kernel_options, set_kernel_options
 from .loss import linear_cross_entropy
 from .model import TNLConfig, TransNormerLLM
 from .modules import LRPE, SGLU, GatedLinearAttention, LightningAttention, SRMSNorm, TNLBlock
@@ -18,6 +18,6 @@ __all__ = [
     "lightning_attn_func", "lightning_attn_decode", "srms_norm", "tnl_slopes",
     "SRMSNorm", "LRPE", "GatedLinearAttention", "SGLU", "TNLBlock", "LightningAttention",
     "TNLCache", "TNLConfig", "TransNormerLLM", "generate", "linear_cross_entropy",
-    "KernelOptions", "kernel_options",
+    "KernelOptions", "kernel_options", "set_kernel_options", "current_kernel_options",
 ]
 __version__ = "0.1.0"

@@ -49,6 +49,11 @@ def _apply(options: KernelOptions) -> None:
     _current = options
 
 
+def set_kernel_options(options: KernelOptions) -> None:
+    """Set the options until changed again (for scripts that step through variants)."""
+    _apply(options)
+
+
 def current_kernel_options() -> KernelOptions:
     """The options in force."""
     return _current

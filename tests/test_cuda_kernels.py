@@ -216,7 +216,7 @@ def test_backward_split(D, state):
 def test_split_states_in_output_rows(head_first, state, monkeypatch):
     """B x H = SMs / 2, T = 4096: two segments of four 512-token sub-segments, so the split
     keeps its segment states in the rows of o (forward), dq and dk (backward, reversed time for
-    dk) instead of a workspace. The same bits as with the workspace (LIGHTNING_ATTN_SPLIT_WS=1),
+    dk) instead of a workspace. The same bits as with the workspace (kernel_options(states_in_output_rows=False)),
     float64-accurate, and no memory beyond the outputs in forward and backward."""
     B, T, H, D = 2, 4096, torch.cuda.get_device_properties(0).multi_processor_count // 4, 128
     q, k, v, slope, h0 = make_inputs(B, T, H, D, D, torch.bfloat16, state=state, head_first=head_first,
@@ -251,9 +251,9 @@ def test_split_states_in_output_rows(head_first, state, monkeypatch):
     o_bytes = v.numel() * v.element_size()
     in_rows = run()
     rows_fwd, rows_fb = extra_bytes(fwd), extra_bytes(fwd_bwd)
-    monkeypatch.setenv("LIGHTNING_ATTN_SPLIT_WS", "1")
-    in_ws = run()
-    ws_fwd, ws_fb = extra_bytes(fwd), extra_bytes(fwd_bwd)
+    with la.kernel_options(states_in_output_rows=False):
+        in_ws = run()
+        ws_fwd, ws_fb = extra_bytes(fwd), extra_bytes(fwd_bwd)
     for name, a, b in zip(["o", "hT", "dq", "dk", "dv", "dh0"], in_rows, in_ws):
         assert (a is None and b is None) or torch.equal(a, b), name
     assert rows_fwd == o_bytes < ws_fwd, (rows_fwd, o_bytes, ws_fwd)  # o only
@@ -263,7 +263,7 @@ def test_split_states_in_output_rows(head_first, state, monkeypatch):
         assert rel_err(in_rows[0], ro) < 1e-2 and rel_err(in_rows[1], rhT) < 1e-2
 
 
-TMA_VARIANTS = {"tma": {}, "rowstores": {"LIGHTNING_ATTN_TMA_STORE": "0"}}
+TMA_VARIANTS = {"tma": {}, "rowstores": {"tma_stores": False}}
 
 
 @pytest.mark.parametrize("variant", list(TMA_VARIANTS))
@@ -278,12 +278,12 @@ TMA_VARIANTS = {"tma": {}, "rowstores": {"LIGHTNING_ATTN_TMA_STORE": "0"}}
 def test_tma_loads_match_cp_async(B, T, H, state, dtype, Dk, variant, monkeypatch):
     """The forward-time Hopper kernel loads its tiles by TMA (one thread, mbarriers), and it and
     the dk/dv sweep store their output rows by stmatrix + TMA where the operands allow;
-    LIGHTNING_ATTN_TMA=0 keeps cp.async and 4-byte stores. Same arithmetic, so the same bits:
+    kernel_options(tma_loads=False) keeps cp.async and 4-byte stores. Same arithmetic, so the same bits:
     partial chunks (zero-filled past T on load; stores dropped past T, and before time 0 in the
     reversed dk/dv sweep), the split (T = 8191 at B x H = 2, states in the output rows), B > 1;
-    also with TMA loads but v8's row stores (LIGHTNING_ATTN_TMA_STORE=0). Dk = 256: the second
+    also with TMA loads but row stores (tma_stores=False). Dk = 256: the second
     128-wide piece adds into o (and dq) in the kernel, its o + result stored by TMA too.
-    Dk = Dv = 64: the one-warpgroup instance of the same kernel (v12)."""
+    Dk = Dv = 64: the one-warpgroup instance of the same kernel."""
     q, k, v, slope, h0 = make_inputs(B, T, H, Dk, 64 if Dk == 64 else 128, dtype, state=state)
     leaves = [x.requires_grad_() for x in (q, k, v)]
     do = torch.randn_like(v)
@@ -292,11 +292,10 @@ def test_tma_loads_match_cp_async(B, T, H, state, dtype, Dk, variant, monkeypatc
         o, hT = la.lightning_attn_func(*leaves, slope, 1.0, h0, output_final_state=True)
         return [o.detach(), hT] + list(torch.autograd.grad(o, leaves, do))
 
-    for name, value in TMA_VARIANTS[variant].items():
-        monkeypatch.setenv(name, value)
-    tma = run()
-    monkeypatch.setenv("LIGHTNING_ATTN_TMA", "0")
-    ref = run()
+    with la.kernel_options(**TMA_VARIANTS[variant]):
+        tma = run()
+    with la.kernel_options(tma_loads=False):
+        ref = run()
     for name, a, b in zip(["o", "hT", "dq", "dk", "dv"], tma, ref):
         assert torch.equal(a, b), name
     ro, rh = lightning_attn_ref(q.detach(), k.detach(), v.detach(), slope, 1.0, h0)

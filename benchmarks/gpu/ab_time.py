@@ -1,5 +1,5 @@
 """Times forward and forward+backward of the kernel table's shapes (H 16, bf16, decay, 65,536 tokens
-per call; do_bench medians) with whichever lightning_attn is first on PYTHONPATH, and appends one
+per call, and B = 1 at 1M; do_bench medians) with whichever lightning_attn is first on PYTHONPATH, and appends one
 JSON line to --out. For A/B runs of two builds in one session: run it alternately under each
 (A, B, A, B) and compare the medians per shape (benchmarks/gpu/run_ab.sh)."""
 import argparse
@@ -22,17 +22,19 @@ ap.add_argument("--out", required=True)
 a = ap.parse_args()
 
 TOTAL = 65536
-SHAPES = [(1024, 128, 128), (4096, 128, 128), (8192, 128, 128), (16384, 128, 128), (65536, 128, 128),
-          (4096, 64, 64), (65536, 64, 64), (4096, 256, 128)]
+# (B, T, Dk, Dv): 65,536 tokens per call, and one sequence of 1M tokens
+SHAPES = [(TOTAL // T, T, Dk, Dv) for T, Dk, Dv in
+          [(1024, 128, 128), (4096, 128, 128), (8192, 128, 128), (16384, 128, 128), (32768, 128, 128),
+           (65536, 128, 128), (4096, 64, 64), (65536, 64, 64), (4096, 256, 128), (65536, 256, 128)]] + [
+          (1, 1 << 20, 128, 128)]
 row = {"tag": a.tag, "module": la.__file__, "time": time.time(), "ms": {}}
-for T, Dk, Dv in SHAPES:
-    B = TOTAL // T
+for B, T, Dk, Dv in SHAPES:
     torch.manual_seed(0)
     q, k, v = make(B, T, Dk, Dv)
     slope = torch.rand(H, device="cuda") * 0.2 + 0.001
     qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
     do = torch.randn_like(v)
-    key = f"T{T}_Dk{Dk}_Dv{Dv}"
+    key = f"T{T}_Dk{Dk}_Dv{Dv}" + (f"_B{B}" if B * T != TOTAL else "")
 
     def fwd():
         return la.lightning_attn_func(q, k, v, slope)[0]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine: builds, then the forward of benchmarks/gpu/profile_fwd.py under
-# torch.profiler and under Nsight Compute (clocks left alone), v6 (Hopper kernel) and v3.
+# torch.profiler and under Nsight Compute (clocks left alone), Hopper (--hopper 1) and portable kernels (0).
 # PROFILES: "kernel-regex:profile_fwd.py args" entries (commas for spaces), e.g.
 #   PROFILES="chunk_kernel: dkdv_kernel:--bwd"   (the second launch of each is profiled)
 set -uo pipefail
@@ -14,12 +14,12 @@ for spec in ${PROFILES:-chunk_kernel:}; do
   args=$(echo "${spec#*:}" | tr , ' ')
   for v in ${VARIANTS:-1 0}; do
     log="$OUT/ncu_${kern}_sm90_$v.log"
-    LIGHTNING_ATTN_SM90=$v timeout 240 ncu --clock-control none --kernel-name regex:$kern --launch-skip 1 --launch-count 1 \
+    timeout 240 ncu --clock-control none --kernel-name regex:$kern --launch-skip 1 --launch-count 1 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats \
       --section Occupancy --section LaunchStats --section ComputeWorkloadAnalysis \
       --metrics regex:smsp__average_warps_issue_stalled_.*_per_issue_active.ratio \
-      python3 benchmarks/gpu/profile_fwd.py $args ${PROFILE_ARGS:-} > "$log" 2>&1
-    echo "== ncu $kern LIGHTNING_ATTN_SM90=$v rc=$?"
+      python3 benchmarks/gpu/profile_fwd.py --hopper $v $args ${PROFILE_ARGS:-} > "$log" 2>&1
+    echo "== ncu $kern hopper=$v rc=$?"
     grep -E "Duration|DRAM Throughput|Memory Throughput|Compute \(SM\)|Issued Ipc|Registers|Achieved Occupancy|No Eligible|L2 Hit|Warp Cycles Per Issued" "$log" | head -16
     grep -E "issue_stalled" "$log" | awk '$NF+0 > 0.05' | sort -k3 -g -r | head -10
   done

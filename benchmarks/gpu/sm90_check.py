@@ -70,7 +70,7 @@ def check_varlen(rows, dtype, tol):
                dtype=str(dtype)[6:])
 
 
-# Variants timed side by side: (name, environment). v6 = Hopper kernels (Dk = 256 in 128-wide
+# Variants timed side by side: (name, kernel options). v6 = Hopper kernels (Dk = 256 in 128-wide
 # pieces, the second k piece adding into o in the kernel); v3 = mma.sync kernels; nosplit = no
 # sequence split (the plain grid even when it leaves SMs idle); acc0 = Dk = 256 pieces summed by
 # a separate add; ws = split states in a workspace instead of the output's rows; f2, f8 = 2 or 8
@@ -81,28 +81,24 @@ def check_varlen(rows, dtype, tol):
 # d64off = Dk = Dv = 64 on the portable kernels instead of the Hopper ones (v12 forward, v13 dk/dv).
 VARIANTS = {
     "v6": {},
-    "v3": {"LIGHTNING_ATTN_SM90": "0"},
-    "nosplit": {"LIGHTNING_ATTN_SPLIT": "0"},
-    "acc0": {"LIGHTNING_ATTN_SM90_ACC": "0"},
-    "ws": {"LIGHTNING_ATTN_SPLIT_WS": "1"},
-    "f2": {"LIGHTNING_ATTN_SPLIT_F": "2"},
-    "f8": {"LIGHTNING_ATTN_SPLIT_F": "8"},
-    "f1": {"LIGHTNING_ATTN_SPLIT_F": "1"},
-    "f3": {"LIGHTNING_ATTN_SPLIT_F": "3"},
-    "f2ws": {"LIGHTNING_ATTN_SPLIT_F": "2", "LIGHTNING_ATTN_SPLIT_WS": "1"},
-    "notma": {"LIGHTNING_ATTN_TMA": "0"},
-    "rowstores": {"LIGHTNING_ATTN_TMA_STORE": "0"},
-    "d64off": {"LIGHTNING_ATTN_SM90_D64": "0"},
+    "v3": {"hopper": False},
+    "nosplit": {"split": False},
+    "acc0": {"accumulate_in_kernel": False},
+    "ws": {"states_in_output_rows": False},
+    "f2": {"split_subsegments": 2},
+    "f8": {"split_subsegments": 8},
+    "f1": {"split_subsegments": 1},
+    "f3": {"split_subsegments": 3},
+    "f2ws": {"split_subsegments": 2, "states_in_output_rows": False},
+    "notma": {"tma_loads": False},
+    "rowstores": {"tma_stores": False},
+    "d64off": {"hopper_d64": False},
 }
-KNOBS = ("LIGHTNING_ATTN_SM90", "LIGHTNING_ATTN_SPLIT", "LIGHTNING_ATTN_SM90_ACC", "LIGHTNING_ATTN_SPLIT_WS",
-         "LIGHTNING_ATTN_SPLIT_F", "LIGHTNING_ATTN_TMA",
-         "LIGHTNING_ATTN_TMA_STORE", "LIGHTNING_ATTN_SM90_D64")
 
 
 def set_variant(name):
-    for k in KNOBS:
-        os.environ.pop(k, None)
-    os.environ.update(VARIANTS[name])
+    """Kernel options of variant `name` (lightning_attn.KernelOptions fields), the rest default."""
+    la.set_kernel_options(la.KernelOptions(**VARIANTS[name]))
 
 
 def kernel_table(fn):

@@ -1,5 +1,5 @@
 // Warp-level pieces shared by the chunk kernel (chunk_kernel.cuh) and the fused dk/dv
-// sweep (bwd_dkdv_kernel.cuh): chunk loads, the decay mask, score x tile products, row
+// sweep (dkdv_kernel.cuh): chunk loads, the decay mask, score x tile products, row
 // stores, and the fp32 state slice (load, 16-bit shared copy, save, per-chunk update).
 //
 // Fragment conventions (mma.sync m16n8k16): a warp owns output rows [m0, m0 + 16) of a
@@ -8,7 +8,7 @@
 // RM 16-row m-tiles x NS 8-column n-tiles starting at (srow0, scol0).
 #pragma once
 
-#include "chunk_params.h"
+#include "../params.h"
 #include "mma_utils.cuh"
 
 namespace lightning_attn {
@@ -178,7 +178,7 @@ __device__ __forceinline__ void scale_rows(float (&acc)[NT][4], float f0, float 
 
 // Warps along the rows of a state slice R[DK, *] (the other kWarps / that along its columns):
 // one 16-row block per warp where DK allows. A 4 x 2 tiling (V fragments of the update loaded
-// by 4 warps instead of 8) measured 1-4% slower (KERNEL_NOTES.md v5).
+// by 4 warps instead of 8) measured 1-4% slower (benchmarks/HISTORY.md).
 template <int DK>
 constexpr int state_row_warps() { return DK / 16 < kWarps ? DK / 16 : kWarps; }
 

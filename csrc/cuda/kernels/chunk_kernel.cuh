@@ -13,9 +13,9 @@
 // STATE_ONLY blocks run only the R update (pass 1 of the sequence split).
 #pragma once
 
-#include "torch_cuda_headers.h"
-
-#include "chunk_params.h"
+#include "../launch.h"
+#include "../torch_cuda_headers.h"
+#include "kernel_common.cuh"
 #include "mma_utils.cuh"
 #include "warp_tiles.cuh"
 
@@ -79,26 +79,23 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
   const int seg = blockIdx.y;
   const int col0 = vt * VT;
 
-  int64_t start, len;
-  sequence_range(p.cu32, p.cu64, n, p.T, start, len);
-  const int b = (p.cu32 || p.cu64) ? 0 : n;
-  const int64_t seg_start = int64_t(seg) * p.seg_len;
-  const int64_t seg_tokens = len - seg_start < p.seg_len ? len - seg_start : p.seg_len;
-  if (p.nseg > 1 && seg_tokens <= 0) return;  // empty segment: the scan skips it too
-  const int64_t nchunks = seg_tokens > 0 ? (seg_tokens + kChunk - 1) / kChunk : 0;
+  SegmentSpan sp;
+  if (!segment_span(p, n, seg, sp)) return;  // empty segment of a split call: the whole block returns
+  const int64_t start = sp.start, len = sp.len, seg_start = sp.seg_start, seg_tokens = sp.seg_tokens;
+  const int64_t nchunks = sp.nchunks;
+  const int b = sp.b;
 
   const float l2 = log2_lambda(p.slope, h);
 
   const TIn* qb = STATE_ONLY ? nullptr
-                             : static_cast<const TIn*>(p.q) + b * p.q_sb + h * p.q_sh;
-  const TIn* kb = static_cast<const TIn*>(p.k) + b * p.k_sb + h * p.k_sh;
-  const TIn* vb = static_cast<const TIn*>(p.v) + b * p.v_sb + h * p.v_sh + col0;
+                             : head_base<const TIn>(p.q, b, p.q_sb, h, p.q_sh);
+  const TIn* kb = head_base<const TIn>(p.k, b, p.k_sb, h, p.k_sh);
+  const TIn* vb = head_base<const TIn>(p.v, b, p.v_sb, h, p.v_sh) + col0;
   const int v_valid = p.Dv - col0 < VT ? p.Dv - col0 : VT;
 
   auto load_chunk = [&](int64_t ci, int buf) {
     const int64_t t0 = seg_start + ci * kChunk;
-    const int64_t rest = seg_tokens - ci * kChunk;
-    const int clen = rest < kChunk ? int(rest) : kChunk;
+    const int clen = chunk_tokens(sp, ci);
     if constexpr (!STATE_ONLY)
       load_tile<DK, QP>(sQ(buf), qb, p.q_st, p.Dk, p.q_vec, t0, clen, start, len, p.reverse);
     load_tile<DK, QP>(sK(buf), kb, p.k_st, p.Dk, p.k_vec, t0, clen, start, len, p.reverse);
@@ -107,8 +104,8 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
 
   // ---- state R (fp32, registers) from the incoming state
   float racc[RM][NS][4];
-  load_state(racc, p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr,
-             p.init_sk, p.init_sv, p.init_spx, srow0, col0 + scol0, p.Dk, p.Dv, lane);
+  load_state(racc, p.init.at(seg, n, h),
+             p.init.sk, p.init.sv, p.init.spx, srow0, col0 + scol0, p.Dk, p.Dv, lane);
   auto store_state_copy = [&]() { cuda::store_state_copy<RM, NS, VP>(racc, sR, srow0, scol0, lane); };
   if constexpr (!STATE_ONLY) store_state_copy();
 
@@ -122,8 +119,7 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
     if (ci + 1 < nchunks) load_chunk(ci + 1, cur ^ 1);
     cp_async_commit();
 
-    const int64_t rest = seg_tokens - ci * kChunk;
-    const int clen = rest < kChunk ? int(rest) : kChunk;
+    const int clen = chunk_tokens(sp, ci);
     const TC* k_s = sK(cur);
     const TC* v_s = sV(cur);
 
@@ -155,7 +151,7 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
       scale_rows(oacc, p.scale_state * exp2f(float(m0 + g + p.qoff) * l2),
                  p.scale_state * exp2f(float(m0 + g + 8 + p.qoff) * l2));
       scores_times<NT, VP, TC>(oacc, af, v_s, ch * OW, mt, lane);
-      store_rows<NT, TIn>(oacc, static_cast<TIn*>(p.o) + b * p.o_sb + h * p.o_sh, p.o_st, col0 + ch * OW, p.Dv,
+      store_rows<NT, TIn>(oacc, head_base<TIn>(p.o, b, p.o_sb, h, p.o_sh), p.o_st, col0 + ch * OW, p.Dv,
                           p.o_vec2, m0, lane, clen, seg_start + ci * kChunk, start, len, p.reverse);
     }
 
@@ -169,13 +165,13 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
   cp_async_wait_all();
 
   // ---- outgoing state
-  if (p.out_state != nullptr)
-    save_state(racc, p.out_state + seg * p.out_sseg + n * p.out_sn + h * p.out_sh, p.out_sk, p.out_sv, p.out_spx,
+  if (p.out_state)
+    save_state(racc, p.out_state.at(seg, n, h), p.out_state.sk, p.out_state.sv, p.out_state.spx,
                srow0, col0 + scol0, p.Dk, p.Dv, lane);
 }
 
 template <int DK, int VT, typename TIn, bool STATE_ONLY>
-void launch_chunk_impl(const ChunkParams& p, cudaStream_t stream) {
+void launch_chunk_portable(const ChunkParams& p, cudaStream_t stream) {
   const size_t smem = ChunkSmem<DK, VT>::bytes(STATE_ONLY);
   auto kernel = chunk_kernel<DK, VT, TIn, STATE_ONLY>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
@@ -185,52 +181,23 @@ void launch_chunk_impl(const ChunkParams& p, cudaStream_t stream) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-template <int DK, int VT, typename TIn>
-int chunk_blocks_per_sm_impl(bool state_only) {
-  const size_t smem = ChunkSmem<DK, VT>::bytes(state_only);
-  auto kernel = state_only ? chunk_kernel<DK, VT, TIn, true> : chunk_kernel<DK, VT, TIn, false>;
+// Blocks per SM on the current device (cached per device by the caller, dispatch.h).
+template <int DK, int VT, typename TIn, bool STATE_ONLY>
+int chunk_portable_blocks_per_sm() {
+  const size_t smem = ChunkSmem<DK, VT>::bytes(STATE_ONLY);
+  auto kernel = chunk_kernel<DK, VT, TIn, STATE_ONLY>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
   int n = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kWarps * 32, smem));
   return n > 0 ? n : 1;
 }
 
-// An architecture-specific kernel tried before the generic one (chunk_kernel_sm90.cuh
-// specialises it); false: not taken.
-template <int DK, int VT, typename TIn>
-bool launch_chunk_fast(const ChunkParams&, bool, cudaStream_t) { return false; }
-// Whether launch_chunk_fast takes p (the only kernels that can accumulate into o).
-template <int DK, int VT, typename TIn>
-bool chunk_fast_takes(const ChunkParams&, bool) { return false; }
-// Blocks per SM of the architecture-specific kernel where it runs on this device (the split
-// planner sizes its waves by it); 0: none, the generic kernel's count applies.
-template <int DK, int VT, typename TIn>
-int chunk_fast_blocks_per_sm(bool) { return 0; }
-
-// Instantiates the launchers of one (head dim, v tile) for one input type.
-#define LIGHTNING_ATTN_INSTANTIATE_CHUNK(DK, VT, TIN)                                          \
-  template <>                                                                                  \
-  void launch_chunk<DK, VT, TIN>(const ChunkParams& p, bool state_only, cudaStream_t stream) { \
-    if (launch_chunk_fast<DK, VT, TIN>(p, state_only, stream)) return;                         \
-    TORCH_CHECK(!p.o_accumulate, "lightning_attn: internal: o += needs the Hopper kernel");    \
-    if (state_only)                                                                            \
-      launch_chunk_impl<DK, VT, TIN, true>(p, stream);                                         \
-    else                                                                                       \
-      launch_chunk_impl<DK, VT, TIN, false>(p, stream);                                        \
-  }                                                                                            \
-  template <>                                                                                  \
-  bool chunk_takes_accumulate<DK, VT, TIN>(const ChunkParams& p) {                             \
-    ChunkParams a = p;                                                                         \
-    a.o_accumulate = true;                                                                     \
-    return chunk_fast_takes<DK, VT, TIN>(a, false);                                            \
-  }                                                                                            \
-  template <>                                                                                  \
-  int chunk_blocks_per_sm<DK, VT, TIN>(bool state_only) {                                      \
-    static const int full = chunk_blocks_per_sm_impl<DK, VT, TIN>(false);                      \
-    static const int state = chunk_blocks_per_sm_impl<DK, VT, TIN>(true);                      \
-    const int fast = chunk_fast_blocks_per_sm<DK, VT, TIN>(state_only);                        \
-    return fast > 0 ? fast : (state_only ? state : full);                                      \
-  }
+// The launchers of one (padded head dim, v tile, input type), for instantiations/.
+#define LIGHTNING_ATTN_INSTANTIATE_CHUNK(DK, VT, TIN)                                               \
+  template void launch_chunk_portable<DK, VT, TIN, true>(const ChunkParams&, cudaStream_t);         \
+  template void launch_chunk_portable<DK, VT, TIN, false>(const ChunkParams&, cudaStream_t);        \
+  template int chunk_portable_blocks_per_sm<DK, VT, TIN, true>();                                   \
+  template int chunk_portable_blocks_per_sm<DK, VT, TIN, false>();
 
 }  // namespace cuda
 }  // namespace lightning_attn

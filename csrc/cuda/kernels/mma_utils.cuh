@@ -10,7 +10,7 @@ namespace lightning_attn {
 namespace cuda {
 
 // The 16-bit type fed to the tensor cores for an input type. float inputs are
-// rounded to bf16 (range of fp32, so states never overflow; see KERNEL_NOTES.md).
+// rounded to bf16 (range of fp32, so states never overflow; see docs/kernels.md).
 template <typename TIn> struct ComputeType { using type = __nv_bfloat16; };
 template <> struct ComputeType<__half> { using type = __half; };
 

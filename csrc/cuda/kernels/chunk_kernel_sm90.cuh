@@ -1,5 +1,5 @@
 // Hopper (sm_90a) chunk kernel: the recurrence and ChunkParams of chunk_kernel.cuh for
-// Dk = Dv = 128 and 16-bit inputs, with every product on wgmma (KERNEL_NOTES.md, v6).
+// Dk = Dv = 128 (or 64) and 16-bit inputs, with every product on wgmma (docs/kernels.md).
 //
 // STATE_ONLY blocks (pass 1 of the sequence split, forward or reversed time) run only the R
 // update. One block = one (sequence, head, segment), two warpgroups; warpgroup wg owns the v
@@ -10,12 +10,12 @@
 //   R  = lambda^c R + K^T (w V)     (w V: per-token decay weights, written by the warpgroup)
 // with B operands (K, V, the 16-bit copy of R) read by the tensor cores straight from
 // 128B-swizzled shared memory. Chunks i+1, i+2 stream in (three stages) while chunk i
-// computes: by cp.async from all 256 threads behind one block barrier per chunk, or (TMA,
-// v8: forward-time full calls on whole sequences) as bulk tensor copies issued by one
+// computes: by cp.async from all 256 threads behind one block barrier per chunk, or (TMA:
+// forward-time full calls on whole sequences) as bulk tensor copies issued by one
 // thread, each warpgroup waiting on the stage's mbarrier and releasing it when done, so the
 // two warpgroups are no longer held in lockstep. Where o takes a tensor map (whole sequences,
 // forward time), each warp writes its 16 output rows by stmatrix into a staging panel and one
-// TMA store (v9; the ACC instance too, after adding the old rows: v11) instead of 16 4-byte stores.
+// TMA store (the ACC instance too, after adding the old rows) instead of 16 4-byte stores.
 #pragma once
 
 #include "chunk_kernel.cuh"
@@ -25,7 +25,7 @@
 namespace lightning_attn {
 namespace cuda {
 
-// D = Dk = Dv (128, or 64 from v12): D / 64 panels per operand tile and D / 64 warpgroups per
+// D = Dk = Dv (128 or 64): D / 64 panels per operand tile and D / 64 warpgroups per
 // block (each owns 64 v columns). STATE_ONLY (pass 1 of the sequence split): K, V stages only,
 // two of them, no copy of R, so that two blocks fit on an SM. ACC (o += result, D = 128 only):
 // the old O rows are a fourth tile of each stage, two stages to stay inside shared memory.
@@ -71,20 +71,18 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
 
   const int h = blockIdx.x % p.H, n = blockIdx.x / p.H;
   const int seg = blockIdx.y;
-  int64_t start, len;
-  sequence_range(p.cu32, p.cu64, n, p.T, start, len);
-  const int b = (p.cu32 || p.cu64) ? 0 : n;
-  const int64_t seg_start = int64_t(seg) * p.seg_len;
-  const int64_t seg_tokens = len - seg_start < p.seg_len ? len - seg_start : p.seg_len;
-  if (p.nseg > 1 && seg_tokens <= 0) return;
-  const int64_t nchunks = seg_tokens > 0 ? (seg_tokens + kChunk - 1) / kChunk : 0;
+  SegmentSpan sp;
+  if (!segment_span(p, n, seg, sp)) return;  // empty segment of a split call: the whole block returns
+  const int64_t start = sp.start, len = sp.len, seg_start = sp.seg_start, seg_tokens = sp.seg_tokens;
+  const int64_t nchunks = sp.nchunks;
+  const int b = sp.b;
   const float l2 = log2_lambda(p.slope, h);
 
   // q, o: null in state-only calls
-  const TIn* qb = STATE_ONLY ? nullptr : static_cast<const TIn*>(p.q) + b * p.q_sb + h * p.q_sh;
-  const TIn* kb = static_cast<const TIn*>(p.k) + b * p.k_sb + h * p.k_sh;
-  const TIn* vb = static_cast<const TIn*>(p.v) + b * p.v_sb + h * p.v_sh;
-  TIn* ob = STATE_ONLY ? nullptr : static_cast<TIn*>(p.o) + b * p.o_sb + h * p.o_sh;
+  const TIn* qb = STATE_ONLY ? nullptr : head_base<const TIn>(p.q, b, p.q_sb, h, p.q_sh);
+  const TIn* kb = head_base<const TIn>(p.k, b, p.k_sb, h, p.k_sh);
+  const TIn* vb = head_base<const TIn>(p.v, b, p.v_sb, h, p.v_sh);
+  TIn* ob = STATE_ONLY ? nullptr : head_base<TIn>(p.o, b, p.o_sb, h, p.o_sh);
 
   const PanelLoader<KP> loader;
   const int dir = p.reverse ? -1 : 1;  // logical time t -> row start + t, or start + len - 1 - t
@@ -108,8 +106,7 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
   };
   auto load_chunk = [&](int64_t ci, int buf) {
     const int64_t first = first_row(ci);
-    const int64_t rest = seg_tokens - ci * kChunk;
-    const int clen = rest < kChunk ? int(rest) : kChunk;
+    const int clen = chunk_tokens(sp, ci);
     const uint32_t tile = smem_addr(stage(buf));
     if constexpr (!STATE_ONLY) loader.load(tile, qb, p.q_st, first, dir, clen);
     loader.load(tile + L::kK, kb, p.k_st, first, dir, clen);
@@ -120,10 +117,10 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
   // ---- this warpgroup's state slice R[D, 64]: m-tile mt holds rows [64 mt, 64 mt + 64)
   float racc[KP][8][4];
   auto slice = [&](int mt) -> float(&)[1][8][4] { return reinterpret_cast<float(&)[1][8][4]>(racc[mt]); };
-  const float* init = p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr;
+  const float* init = p.init.at(seg, n, h);
 #pragma unroll
   for (int mt = 0; mt < KP; ++mt)
-    load_state(slice(mt), init, p.init_sk, p.init_sv, p.init_spx, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
+    load_state(slice(mt), init, p.init.sk, p.init.sv, p.init.spx, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
 
   // 16-bit copy of R (MN-major B operand of Q R: row = k index, 64 v columns along the row)
   auto store_state_copy = [&]() {
@@ -172,8 +169,7 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
       cp_async_commit();
     }
 
-    const int64_t rest = seg_tokens - ci * kChunk;
-    const int clen = rest < kChunk ? int(rest) : kChunk;
+    const int clen = chunk_tokens(sp, ci);
     unsigned char* sQ = stage(int(ci % L::kStages));
     unsigned char* sK = sQ + L::kK;
     unsigned char* sV = sQ + L::kV;
@@ -228,7 +224,7 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
     fence_regs(oacc);
     if constexpr (ACC) add_panel_rows<TIn>(oacc, sQ + L::kO + wg * L::kPanel, warp, lane);  // o += result
     if ((TMA || ACC) && p.tma_store) {
-      // this warp's 16 rows: stmatrix into the staging panel, one TMA store (v9; ACC: v11)
+      // this warp's 16 rows: stmatrix into the staging panel, one TMA store
       if (lane == 0) tma_store_wait<true>();  // the warp's rows of chunk ci-1 have been read
       __syncwarp();
       stage_rows_stmatrix<TC, false>(sOst, oacc, warp, lane);
@@ -248,20 +244,17 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
   cp_async_wait_all();
   if ((TMA || ACC) && p.tma_store && lane == 0) tma_store_wait<false>();  // staged rows read and written before exit
 
-  if (p.out_state != nullptr) {
-    float* dst = p.out_state + seg * p.out_sseg + n * p.out_sn + h * p.out_sh;
+  if (p.out_state) {
+    float* dst = p.out_state.at(seg, n, h);
 #pragma unroll
     for (int mt = 0; mt < KP; ++mt)
-      save_state(slice(mt), dst, p.out_sk, p.out_sv, p.out_spx, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
+      save_state(slice(mt), dst, p.out_state.sk, p.out_state.sv, p.out_state.spx, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
   }
 #endif
 }
 
-// The Hopper kernel serves Dk = Dv = D (128, or 64) with 16-byte aligned inputs (and 4-byte
-// aligned output pairs): state-only pass-1 calls in either direction and forward-time full
-// calls. The rest (reversed full sweeps, other shapes, float32) stays generic.
-template <typename TIn, int D, bool STATE_ONLY, bool ACC, bool TMA = false>
-void launch_chunk_sm90_impl(const ChunkParams& p, const TmaMaps& maps, cudaStream_t stream) {
+template <typename TIn, int D, bool STATE_ONLY, bool ACC, bool TMA>
+void launch_chunk_sm90(const ChunkParams& p, const TmaMaps& maps, cudaStream_t stream) {
   auto kernel = chunk_kernel_sm90<TIn, D, STATE_ONLY, ACC, TMA>;
   const int smem = int(Sm90Smem<D, STATE_ONLY, ACC, TMA>::bytes);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -270,94 +263,22 @@ void launch_chunk_sm90_impl(const ChunkParams& p, const TmaMaps& maps, cudaStrea
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-// The o map of the TMA store (one 16-row box per warp: each warp stores its own rows):
-// forward-time calls on whole sequences (a packed sequence's last chunk would write into the
-// next one) whose output nests as [B, T, H, D].
-template <typename TIn, int D>
-bool o_store_map(const ChunkParams& p, TmaMaps& m) {
-  return tma_store_enabled() && !p.reverse && !p.cu32 && !p.cu64 && p.o_vec &&
-         make_tma_map(&m.o, p.o, std::is_same<TIn, __nv_bfloat16>::value, p.N, p.T, p.H, p.o_sb, p.o_st, p.o_sh, 16,
-                      D);
-}
-
-// Tensor maps for the TMA kernel: forward-time full calls on whole sequences (a packed
-// sequence's last chunk would read the next sequence's rows; TMA zero-fills only past T)
-// whose operands nest as [B, T, H, D]. False: the cp.async kernel runs. Sets p.tma_store
-// where o takes a map too.
-template <typename TIn, int D>
-bool tma_maps(ChunkParams& p, TmaMaps& m) {
-  if (!tma_enabled() || p.reverse || p.o_accumulate || p.cu32 || p.cu64) return false;
-  const bool bf16 = std::is_same<TIn, __nv_bfloat16>::value;
-  auto map = [&](CUtensorMap* out, const void* x, int64_t sb, int64_t st, int64_t sh) {
-    return make_tma_map(out, x, bf16, p.N, p.T, p.H, sb, st, sh, 64, D);
-  };
-  if (!(map(&m.q, p.q, p.q_sb, p.q_st, p.q_sh) && map(&m.k, p.k, p.k_sb, p.k_st, p.k_sh) &&
-        map(&m.v, p.v, p.v_sb, p.v_st, p.v_sh)))
-    return false;
-  p.tma_store = o_store_map<TIn, D>(p, m);
-  return true;
-}
-
-template <typename TIn, int D>
-bool chunk_sm90_takes(const ChunkParams& p, bool state_only) {
-  if (p.Dk != D || p.Dv != D || !p.k_vec || !p.v_vec || !sm90_enabled_for(D)) return false;
-  if (D == 64 && p.o_accumulate) return false;
-  if (p.o_accumulate && !sm90_acc_enabled()) return false;
-  if (!state_only && (p.reverse || !p.q_vec || !p.o_vec2 || (p.o_accumulate && !p.o_vec))) return false;
-  static const bool runs = sm90_binary(chunk_kernel_sm90<TIn, D, false>);
-  return runs;
-}
-
-template <typename TIn, int D>
-bool launch_chunk_sm90(const ChunkParams& p, bool state_only, cudaStream_t stream) {
-  if (!chunk_sm90_takes<TIn, D>(p, state_only)) return false;
-  alignas(64) TmaMaps maps{};
-  if (state_only) {
-    launch_chunk_sm90_impl<TIn, D, true, false>(p, maps, stream);
-  } else if (p.o_accumulate) {  // cp.async loads (old o rows too), TMA store of o + result (v11)
-    if constexpr (D == 128) {
-      ChunkParams pa = p;
-      pa.tma_store = o_store_map<TIn, D>(pa, maps);
-      launch_chunk_sm90_impl<TIn, D, false, true>(pa, maps, stream);
-    }
-  } else if (ChunkParams pt = p; tma_maps<TIn, D>(pt, maps)) {
-    launch_chunk_sm90_impl<TIn, D, false, false, true>(pt, maps, stream);
-  } else {
-    launch_chunk_sm90_impl<TIn, D, false, false>(p, maps, stream);
-  }
-  return true;
-}
-
-// Blocks per SM of the full (TMA) or state-only instance; 0 where this build has no sm_90a code.
-template <typename TIn, int D, bool STATE_ONLY>
-int sm90_blocks_per_sm() {
-  auto kernel = chunk_kernel_sm90<TIn, D, STATE_ONLY, false, !STATE_ONLY>;
+// Blocks per SM on the current device; 0 where it cannot load this build's sm_90a code.
+template <typename TIn, int D, bool STATE_ONLY, bool ACC, bool TMA>
+int chunk_sm90_blocks_per_sm() {
+  auto kernel = chunk_kernel_sm90<TIn, D, STATE_ONLY, ACC, TMA>;
   if (!sm90_binary(kernel)) return 0;
-  const int smem = int(Sm90Smem<D, STATE_ONLY, false, !STATE_ONLY>::bytes);
+  const int smem = int(Sm90Smem<D, STATE_ONLY, ACC, TMA>::bytes);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   int n = 0;
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, D * 2, smem));
   return n;
 }
 
-// One specialisation per (D, 16-bit type): the launcher, whether it takes a call, and its
-// occupancy for the split planner (read per call: the A/B switches may change between calls).
-#define LIGHTNING_ATTN_SM90_CHUNK(D, TIN)                                                       \
-  template <>                                                                                   \
-  bool launch_chunk_fast<D, D, TIN>(const ChunkParams& p, bool state_only, cudaStream_t stream) { \
-    return launch_chunk_sm90<TIN, D>(p, state_only, stream);                                    \
-  }                                                                                             \
-  template <>                                                                                   \
-  bool chunk_fast_takes<D, D, TIN>(const ChunkParams& p, bool state_only) {                     \
-    return chunk_sm90_takes<TIN, D>(p, state_only);                                             \
-  }                                                                                             \
-  template <>                                                                                   \
-  int chunk_fast_blocks_per_sm<D, D, TIN>(bool state_only) {                                    \
-    if (!sm90_enabled_for(D)) return 0;                                                         \
-    static const int full = sm90_blocks_per_sm<TIN, D, false>();                                \
-    static const int state = sm90_blocks_per_sm<TIN, D, true>();                                \
-    return state_only ? state : full;                                                           \
-  }
+// The launchers of one instance, for instantiations/.
+#define LIGHTNING_ATTN_INSTANTIATE_SM90_CHUNK(TIN, D, STATE_ONLY, ACC, TMA)                                  \
+  template void launch_chunk_sm90<TIN, D, STATE_ONLY, ACC, TMA>(const ChunkParams&, const TmaMaps&, cudaStream_t); \
+  template int chunk_sm90_blocks_per_sm<TIN, D, STATE_ONLY, ACC, TMA>();
 
 }  // namespace cuda
 }  // namespace lightning_attn

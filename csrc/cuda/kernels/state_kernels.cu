@@ -4,9 +4,10 @@
 // Both are bound by memory: each state element is read and written once.
 #include <algorithm>
 
-#include "chunk_params.h"
+#include "../launch.h"
+#include "../params.h"
+#include "../torch_cuda_headers.h"
 #include "mma_utils.cuh"
-#include "torch_cuda_headers.h"
 
 namespace lightning_attn {
 namespace cuda {
@@ -22,12 +23,14 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const ScanParams p) 
   int64_t start, len;
   sequence_range(p.cu32, p.cu64, n, p.T, start, len);
   const float l2 = log2_lambda(p.slope, h);
-  float s = p.init ? p.init[n * p.init_sn + h * p.init_sh + i * p.init_sk + j * p.init_sv] : 0.f;
-  const int64_t loc_off = n * p.loc_sn + h * p.loc_sh + i * p.loc_sk + j * p.loc_sv + (j >> 6) * p.loc_spx;
-  const int64_t in_off = n * p.in_sn + h * p.in_sh + i * p.in_sk + j * p.in_sv + (j >> 6) * p.in_spx;
+  float s = p.init ? p.init.ptr[n * p.init.sn + h * p.init.sh + i * p.init.sk + j * p.init.sv] : 0.f;
+  const StateRef& L = p.local;
+  const StateRef& I = p.s_in;
+  const int64_t loc_off = n * L.sn + h * L.sh + i * L.sk + j * L.sv + (j >> 6) * L.spx;
+  const int64_t in_off = n * I.sn + h * I.sh + i * I.sk + j * I.sv + (j >> 6) * I.spx;
   // segments with tokens; past nlocal (the last segment's sub-segments when no final state is
   // asked) only s_in stores remain. The local states are loaded kU at a time ahead of the
-  // dependent chain: one DRAM round trip per kU sub-segments instead of one each (v13).
+  // dependent chain: one DRAM round trip per kU sub-segments instead of one each.
   const int nvalid = len <= 0 ? 0 : int(std::min<int64_t>(p.nseg, (len + p.seg_len - 1) / p.seg_len));
   constexpr int kU = 8;
   for (int base = 0; base < nvalid; base += kU) {
@@ -35,24 +38,25 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const ScanParams p) 
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int seg = base + u;
-      loc[u] = seg < nvalid && seg < p.nlocal ? p.local[seg * p.loc_sseg + loc_off] : 0.f;
+      loc[u] = seg < nvalid && seg < p.nlocal ? L.ptr[seg * L.sseg + loc_off] : 0.f;
     }
 #pragma unroll
     for (int u = 0; u < kU; ++u) {
       const int seg = base + u;
       if (seg >= nvalid || seg > p.nlocal) break;
-      if (seg % p.F == 0) p.s_in[(seg / p.F) * p.in_sseg + in_off] = s;
+      if (seg % p.F == 0) I.ptr[(seg / p.F) * I.sseg + in_off] = s;
       if (seg == p.nlocal) break;  // the last segment's own state is not needed
       const int64_t rest = len - int64_t(seg) * p.seg_len;
       s = exp2f(float(rest < p.seg_len ? rest : p.seg_len) * l2) * s + loc[u];
     }
   }
-  if (p.final_state) p.final_state[n * p.fin_sn + h * p.fin_sh + i * p.fin_sk + j * p.fin_sv] = s;
+  const StateRef& F = p.final_state;
+  if (F) F.ptr[n * F.sn + h * F.sh + i * F.sk + j * F.sv] = s;
 }
 
 // Decoding: one block per (b, h, slice of cw state columns); the slices let small batches
 // (B x H well below the SM count) spread their state reads over many SMs, so a step costs
-// about one DRAM round trip (measured in KERNEL_NOTES.md, decode v2). Thread (rg, cg) owns
+// about one DRAM round trip (measured: docs/kernels.md). Thread (rg, cg) owns
 // columns [c0 + cg VEC, + VEC) of rows rg, rg + RG, ...; partial o sums are reduced across
 // row groups in shared memory.
 constexpr int kDecodeThreads = 256;

@@ -1,6 +1,5 @@
-// Chunk kernel instantiations for padded head dim 128 and v tile 64 (one file per
-// shape keeps the parallel build short): float, float16 and bfloat16 inputs.
-#include "chunk_kernel.cuh"
+// Portable chunk kernel at padded head dim 128 and v tile 64: float, float16 and bfloat16 inputs.
+#include "../kernels/chunk_kernel.cuh"
 
 namespace lightning_attn {
 namespace cuda {

@@ -1,11 +1,12 @@
-// Pieces shared by the Hopper (sm_90a) kernels (chunk_kernel_sm90.cuh, bwd_dkdv_kernel_sm90.cuh):
+// Pieces shared by the Hopper (sm_90a) kernels (chunk_kernel_sm90.cuh, dkdv_kernel_sm90.cuh):
 // chunk loads into 128B-swizzled panels, descriptors of panel operands, row stores from
 // wgmma accumulators, the per-token weighted copy of a panel, the 16-bit state copy.
 // Two warpgroups per block; a thread's accumulator tile [64, 64] follows the wgmma layout
 // (warp w of its warpgroup: rows 16 w + g, +8; lane = 4 g + cq: columns 8 j + 2 cq, +1).
 #pragma once
 
-#include "chunk_params.h"
+#include "../params.h"
+#include "kernel_common.cuh"
 #include "mma_utils.cuh"
 #include "warp_tiles.cuh"
 #include "wgmma_utils.cuh"
@@ -17,7 +18,7 @@ constexpr int kPanelBytes = kChunk * kPanelRowBytes;  // one [64, 64] panel: 8 K
 
 // Descriptor of k-step kk (16 columns) of a K-major [rows, 128] operand (two panels of `rows`
 // rows; 64 rows unless given): 32 bytes per k-step inside a panel. The k-steps share one base
-// descriptor plus a constant (v19: a full descriptor per k-step cost ~8 instructions per wgmma).
+// descriptor plus a constant (a full descriptor per k-step costs ~8 instructions per wgmma).
 __device__ __forceinline__ uint64_t kmajor_desc(const unsigned char* t, int kk, int rows = kChunk) {
   return desc_add(smem_desc(t, 16, 1024), (kk / 4) * rows * kPanelRowBytes + (kk % 4) * 32);
 }
@@ -154,7 +155,7 @@ template <typename TC, int KP>
 __device__ __forceinline__ void store_state_panel(unsigned char* panel, const float (&racc)[KP][8][4], int warp,
                                                   int lane) {
   // rows 64 mt.. of the tall panel are a panel of their own (the swizzle phase is row % 8); by
-  // stmatrix, 4 instead of 16 shared stores per m-tile (v19)
+  // stmatrix, 4 instead of 16 shared stores per m-tile
 #pragma unroll
   for (int mt = 0; mt < KP; ++mt) stage_rows_stmatrix<TC, false>(panel + mt * kPanelBytes, racc[mt], warp, lane);
   fence_proxy_async();
@@ -199,12 +200,7 @@ __device__ __forceinline__ void issue_state_update(float (&racc)[KP][8][4], cons
 // Whether this build holds sm_90a code of `kernel` and the current device runs it.
 template <typename Kernel>
 bool sm90_binary(Kernel kernel) {
-  cudaFuncAttributes a{};
-  if (cudaFuncGetAttributes(&a, kernel) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
-  return a.binaryVersion == 90;
+  return binary_version(kernel) == 90;
 }
 
 }  // namespace cuda

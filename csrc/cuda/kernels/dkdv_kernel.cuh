@@ -50,23 +50,20 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
   const int srow0 = (warp % SWM) * RROWS, scol0 = (warp / SWM) * SCOLS;
   const int h = blockIdx.x % p.H, n = blockIdx.x / p.H, seg = blockIdx.y;
 
-  int64_t start, len;
-  sequence_range(p.cu32, p.cu64, n, p.T, start, len);
-  const int b = (p.cu32 || p.cu64) ? 0 : n;
-  const int64_t seg_start = int64_t(seg) * p.seg_len;
-  const int64_t seg_tokens = len - seg_start < p.seg_len ? len - seg_start : p.seg_len;
-  if (p.nseg > 1 && seg_tokens <= 0) return;
-  const int64_t nchunks = seg_tokens > 0 ? (seg_tokens + kChunk - 1) / kChunk : 0;
+  SegmentSpan sp;
+  if (!segment_span(p, n, seg, sp)) return;  // empty segment of a split call: the whole block returns
+  const int64_t start = sp.start, len = sp.len, seg_start = sp.seg_start, seg_tokens = sp.seg_tokens;
+  const int64_t nchunks = sp.nchunks;
+  const int b = sp.b;
   const float l2 = log2_lambda(p.slope, h);
 
-  const TIn* qb = static_cast<const TIn*>(p.q) + b * p.q_sb + h * p.q_sh;
-  const TIn* kb = static_cast<const TIn*>(p.k) + b * p.k_sb + h * p.k_sh;
-  const TIn* vb = static_cast<const TIn*>(p.v) + b * p.v_sb + h * p.v_sh;
-  const TIn* db = static_cast<const TIn*>(p.dout) + b * p.do_sb + h * p.do_sh;
+  const TIn* qb = head_base<const TIn>(p.q, b, p.q_sb, h, p.q_sh);
+  const TIn* kb = head_base<const TIn>(p.k, b, p.k_sb, h, p.k_sh);
+  const TIn* vb = head_base<const TIn>(p.v, b, p.v_sb, h, p.v_sh);
+  const TIn* db = head_base<const TIn>(p.dout, b, p.do_sb, h, p.do_sh);
   auto load_chunk = [&](int64_t ci, int buf) {
     const int64_t t0 = seg_start + ci * kChunk;
-    const int64_t rest = seg_tokens - ci * kChunk;
-    const int clen = rest < kChunk ? int(rest) : kChunk;
+    const int clen = chunk_tokens(sp, ci);
     load_tile<DK, KP>(sQ(buf), qb, p.q_st, p.Dk, p.q_vec, t0, clen, start, len, true);
     load_tile<DK, KP>(sK(buf), kb, p.k_st, p.Dk, p.k_vec, t0, clen, start, len, true);
     load_tile<DV, VP>(sV(buf), vb, p.v_st, p.Dv, p.v_vec, t0, clen, start, len, true);
@@ -74,15 +71,15 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
   };
 
   float racc[RM][NS][4];
-  load_state(racc, p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr,
-             p.init_sk, p.init_sv, p.init_spx, srow0, scol0, p.Dk, p.Dv, lane);
+  load_state(racc, p.init.at(seg, n, h),
+             p.init.sk, p.init.sv, p.init.spx, srow0, scol0, p.Dk, p.Dv, lane);
   auto store_state_copy = [&]() { cuda::store_state_copy<RM, NS, VP>(racc, sR, srow0, scol0, lane); };
   store_state_copy();
   if (nchunks > 0) load_chunk(0, 0);
   cp_async_commit();
 
-  TIn* dkb = static_cast<TIn*>(p.dk) + b * p.dk_sb + h * p.dk_sh;
-  TIn* dvb = static_cast<TIn*>(p.dv) + b * p.dv_sb + h * p.dv_sh;
+  TIn* dkb = head_base<TIn>(p.dk, b, p.dk_sb, h, p.dk_sh);
+  TIn* dvb = head_base<TIn>(p.dv, b, p.dv_sb, h, p.dv_sh);
   const int m0 = mt * 16;
   for (int64_t ci = 0; ci < nchunks; ++ci) {
     const int cur = int(ci & 1);
@@ -90,8 +87,7 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
     __syncthreads();
     if (ci + 1 < nchunks) load_chunk(ci + 1, cur ^ 1);
     cp_async_commit();
-    const int64_t rest = seg_tokens - ci * kChunk;
-    const int clen = rest < kChunk ? int(rest) : kChunk;
+    const int clen = chunk_tokens(sp, ci);
     const int64_t t_base = seg_start + ci * kChunk;
     const TC *q_s = sQ(cur), *k_s = sK(cur), *v_s = sV(cur), *o_s = sO(cur);
     const float f0 = exp2f(float(m0 + g) * l2), f1 = exp2f(float(m0 + g + 8) * l2);  // lambda^r
@@ -134,54 +130,35 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
   }
   cp_async_wait_all();
 
-  if (p.out_state != nullptr)
-    save_state(racc, p.out_state + n * p.out_sn + h * p.out_sh, p.out_sk, p.out_sv, 0, srow0, scol0, p.Dk, p.Dv,
+  if (p.out_state)
+    save_state(racc, p.out_state.at(0, n, h), p.out_state.sk, p.out_state.sv, 0, srow0, scol0, p.Dk, p.Dv,
                lane);
 }
 
-// An architecture-specific kernel tried before this one (bwd_dkdv_kernel_sm90.cuh
-// specialises it); false: not taken.
 template <int DK, int DV, typename TIn>
-bool launch_dkdv_fast(const DkDvParams&, cudaStream_t) { return false; }
-// Whether launch_dkdv_fast takes p (the only kernel that can add into dv).
-template <int DK, int DV, typename TIn>
-bool dkdv_fast_takes(const DkDvParams&) { return false; }
-// Blocks per SM of the architecture-specific kernel where it runs (the split planner sizes its
-// waves by it); 0: the generic kernel's count applies.
-template <int DK, int DV, typename TIn>
-int dkdv_fast_blocks_per_sm() { return 0; }
+void launch_dkdv_portable(const DkDvParams& p, cudaStream_t stream) {
+  constexpr size_t smem = DkDvSmem<DK, DV>::bytes();
+  auto kernel = dkdv_kernel<DK, DV, TIn>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned(p.nseg));
+  kernel<<<grid, kWarps * 32, smem, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
 
-#define LIGHTNING_ATTN_INSTANTIATE_DKDV(DK, DV, TIN)                                           \
-  template <>                                                                                  \
-  void launch_dkdv<DK, DV, TIN>(const DkDvParams& p, cudaStream_t stream) {                    \
-    if (launch_dkdv_fast<DK, DV, TIN>(p, stream)) return;                                      \
-    TORCH_CHECK(!p.dv_accumulate, "lightning_attn: internal: dv += needs the Hopper kernel");  \
-    constexpr size_t smem = DkDvSmem<DK, DV>::bytes();                                         \
-    auto kernel = dkdv_kernel<DK, DV, TIN>;                                                    \
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem))); \
-    const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned(p.nseg));                          \
-    kernel<<<grid, kWarps * 32, smem, stream>>>(p);                                            \
-    C10_CUDA_KERNEL_LAUNCH_CHECK();                                                            \
-  }                                                                                            \
-  template <>                                                                                  \
-  bool dkdv_takes_accumulate<DK, DV, TIN>(const DkDvParams& p) {                               \
-    DkDvParams a = p;                                                                          \
-    a.dv_accumulate = true;                                                                    \
-    return dkdv_fast_takes<DK, DV, TIN>(a);                                                    \
-  }                                                                                            \
-  template <>                                                                                  \
-  int dkdv_blocks_per_sm<DK, DV, TIN>() {                                                      \
-    static const int blocks = [] {                                                             \
-      constexpr size_t smem = DkDvSmem<DK, DV>::bytes();                                       \
-      auto kernel = dkdv_kernel<DK, DV, TIN>;                                                  \
-      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem))); \
-      int n = 0;                                                                               \
-      C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kWarps * 32, smem)); \
-      return n > 0 ? n : 1;                                                                    \
-    }();                                                                                       \
-    const int fast = dkdv_fast_blocks_per_sm<DK, DV, TIN>();                                   \
-    return fast > 0 ? fast : blocks;                                                           \
-  }
+template <int DK, int DV, typename TIn>
+int dkdv_portable_blocks_per_sm() {
+  constexpr size_t smem = DkDvSmem<DK, DV>::bytes();
+  auto kernel = dkdv_kernel<DK, DV, TIn>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+  int n = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, kWarps * 32, smem));
+  return n > 0 ? n : 1;
+}
+
+// The launchers of one (padded Dk, padded Dv, input type), for instantiations/.
+#define LIGHTNING_ATTN_INSTANTIATE_DKDV(DK, DV, TIN)                                \
+  template void launch_dkdv_portable<DK, DV, TIN>(const DkDvParams&, cudaStream_t); \
+  template int dkdv_portable_blocks_per_sm<DK, DV, TIN>();
 
 }  // namespace cuda
 }  // namespace lightning_attn

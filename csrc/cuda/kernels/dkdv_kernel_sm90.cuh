@@ -1,5 +1,5 @@
 // Hopper (sm_90a) fused dk/dv reversed sweep: DkDvParams and the recurrence of
-// bwd_dkdv_kernel.cuh for Dk = Dv = 128 (v6) or 64 (v13) and 16-bit inputs, products on wgmma.
+// dkdv_kernel.cuh for Dk = Dv = 128 or 64 and 16-bit inputs, products on wgmma.
 //
 // One block = one (sequence, head, segment), two warpgroups. Warpgroup 0 computes dv, warpgroup
 // 1 dk; at D = 128 each keeps the half of dS[128, 128] with v columns [64 wg, 64 wg + 64) in
@@ -11,10 +11,10 @@
 // One 16-bit copy of dS serves both state products: MN-major for X dS, K-major for X dS^T.
 // Chunk i+1 streams in by cp.async (two stages of Q, K, V, dO) while chunk i computes. On whole
 // sequences each warp writes its 16 rows of dv (or dk) by stmatrix into a staging panel, rows
-// flipped to natural time order, and two TMA stores (v10) instead of 32 4-byte stores.
+// flipped to natural time order, and two TMA stores instead of 32 4-byte stores.
 #pragma once
 
-#include "bwd_dkdv_kernel.cuh"
+#include "dkdv_kernel.cuh"
 #include "sm90_tiles.cuh"
 #include "tma_utils.cuh"
 
@@ -35,7 +35,7 @@ struct DkDvSm90Smem {
 
 // The sweep of warpgroup WG (0: dv, 1: dk). Both warpgroups run it in lockstep (barrier 0 over
 // all 256 threads); making WG a template parameter keeps every wgmma out of divergent code.
-// D = Dk = Dv: 128 (each warpgroup owns 64 dS columns), or 64 (v13: warpgroup 0 owns all of
+// D = Dk = Dv: 128 (each warpgroup owns 64 dS columns), or 64 (warpgroup 0 owns all of
 // dS[64, 64]; warpgroup 1 only reads its copy).
 template <int WG, int D, typename TIn, bool TMA_STORE>
 __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUtensorMap* out_map, unsigned char* smem,
@@ -52,21 +52,19 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
   auto stage = [&](int buf) { return smem + buf * L::kStage; };
   auto sync_all = [] { asm volatile("bar.sync 0, 256;\n" ::: "memory"); };
 
-  int64_t start, len;
-  sequence_range(p.cu32, p.cu64, n, p.T, start, len);
-  const int b = (p.cu32 || p.cu64) ? 0 : n;
-  const int64_t seg_start = int64_t(seg) * p.seg_len;
-  const int64_t seg_tokens = len - seg_start < p.seg_len ? len - seg_start : p.seg_len;
-  if (p.nseg > 1 && seg_tokens <= 0) return;  // the whole block returns
-  const int64_t nchunks = seg_tokens > 0 ? (seg_tokens + kChunk - 1) / kChunk : 0;
+  SegmentSpan sp;
+  if (!segment_span(p, n, seg, sp)) return;  // empty segment of a split call: the whole block returns
+  const int64_t start = sp.start, len = sp.len, seg_start = sp.seg_start, seg_tokens = sp.seg_tokens;
+  const int64_t nchunks = sp.nchunks;
+  const int b = sp.b;
   const float l2 = log2_lambda(p.slope, h);
 
-  const TIn* qb = static_cast<const TIn*>(p.q) + b * p.q_sb + h * p.q_sh;
-  const TIn* kb = static_cast<const TIn*>(p.k) + b * p.k_sb + h * p.k_sh;
-  const TIn* vb = static_cast<const TIn*>(p.v) + b * p.v_sb + h * p.v_sh;
-  const TIn* db = static_cast<const TIn*>(p.dout) + b * p.do_sb + h * p.do_sh;
-  TIn* outb = WG == 0 ? static_cast<TIn*>(p.dv) + b * p.dv_sb + h * p.dv_sh
-                      : static_cast<TIn*>(p.dk) + b * p.dk_sb + h * p.dk_sh;
+  const TIn* qb = head_base<const TIn>(p.q, b, p.q_sb, h, p.q_sh);
+  const TIn* kb = head_base<const TIn>(p.k, b, p.k_sb, h, p.k_sh);
+  const TIn* vb = head_base<const TIn>(p.v, b, p.v_sb, h, p.v_sh);
+  const TIn* db = head_base<const TIn>(p.dout, b, p.do_sb, h, p.do_sh);
+  TIn* outb = WG == 0 ? head_base<TIn>(p.dv, b, p.dv_sb, h, p.dv_sh)
+                      : head_base<TIn>(p.dk, b, p.dk_sb, h, p.dk_sh);
   const int64_t out_st = WG == 0 ? p.dv_st : p.dk_st;
 
   // D = 128: all 256 threads load each [64, 128] tile; D = 64: a warpgroup's 128 threads load a
@@ -75,8 +73,7 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
   // logical (reversed) time t -> row start + len - 1 - t
   auto last_row = [&](int64_t ci) { return start + len - 1 - (seg_start + ci * kChunk); };
   auto load_chunk = [&](int64_t ci, int buf) {
-    const int64_t rest = seg_tokens - ci * kChunk;
-    const int clen = rest < kChunk ? int(rest) : kChunk;
+    const int clen = chunk_tokens(sp, ci);
     const uint32_t tile = smem_addr(stage(buf));
     const int64_t first = last_row(ci);
     if (KP == 2 || WG == 0) {
@@ -93,10 +90,10 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
   float racc[KP][8][4];
   auto slice = [&](int mt) -> float(&)[1][8][4] { return reinterpret_cast<float(&)[1][8][4]>(racc[mt]); };
   if constexpr (OWNS) {
-    const float* init = p.init ? p.init + seg * p.init_sseg + n * p.init_sn + h * p.init_sh : nullptr;
+    const float* init = p.init.at(seg, n, h);
 #pragma unroll
     for (int mt = 0; mt < KP; ++mt)
-      load_state(slice(mt), init, p.init_sk, p.init_sv, p.init_spx, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
+      load_state(slice(mt), init, p.init.sk, p.init.sv, p.init.spx, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
     store_state_panel<TC>(sS + WG * L::kS, racc, warp, lane);
   }
 
@@ -110,8 +107,7 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
     if (ci + 1 < nchunks) load_chunk(ci + 1, int((ci + 1) & 1));
     cp_async_commit();
 
-    const int64_t rest = seg_tokens - ci * kChunk;
-    const int clen = rest < kChunk ? int(rest) : kChunk;
+    const int clen = chunk_tokens(sp, ci);
     unsigned char* sQ = stage(int(ci & 1));
     unsigned char* sO = sQ + 3 * L::kTile;
     const unsigned char* X = sQ + (WG == 0 ? 1 : 2) * L::kTile;  // K or V
@@ -169,8 +165,8 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
     const int64_t first = last_row(ci);
     // tile rows 16 warp .. 16 warp + 15 = times first - 16 warp .. first - 16 warp - 15: the box
     // starts at the latter; a box that would start before time 0 (the partial chunk at the
-    // sequence's start) is stored by rows instead: with negative starts the kernel faulted
-    // (illegal instruction; session 6, run 2: every failing call had such a chunk)
+    // sequence's start) is stored by rows instead: TMA stores with negative box starts fault
+    // (illegal instruction)
     const int tbox = int(first) - warp * 16 - 15;
     const bool add = WG == 0 && p.dv_accumulate;  // dv += (the second k piece of Dk = 256)
     if (TMA_STORE && tbox >= 0) {
@@ -202,16 +198,16 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
   if (TMA_STORE && lane == 0) tma_store_wait<false>();  // staged rows read and written before exit
 
   if constexpr (OWNS) {
-    if (p.out_state != nullptr) {
-      float* dst = p.out_state + n * p.out_sn + h * p.out_sh;
+    if (p.out_state) {
+      float* dst = p.out_state.at(0, n, h);
 #pragma unroll
       for (int mt = 0; mt < KP; ++mt)
-        save_state(slice(mt), dst, p.out_sk, p.out_sv, 0, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
+        save_state(slice(mt), dst, p.out_state.sk, p.out_state.sv, 0, mt * 64 + warp * 16, WG * 64, p.Dk, p.Dv, lane);
     }
   }
 }
 
-// One block per SM at either D. D = 64 (v13): 211 registers; capped at 128 for two blocks per
+// One block per SM at either D. D = 64: 211 registers; capped at 128 for two blocks per
 // SM it spilled 280-316 bytes and measured 7% slower (fwd+bwd 0.594 against 0.553 ms at 4K).
 template <int D, typename TIn, bool TMA_STORE>
 __global__ void __launch_bounds__(256, 1)
@@ -227,66 +223,34 @@ __global__ void __launch_bounds__(256, 1)
 #endif
 }
 
-// TMA stores of dk and dv: whole sequences (a packed sequence's partial chunk would write the
-// previous sequence's rows) whose outputs nest as [B, T, H, D] and are 16-byte aligned.
-template <typename TIn, int D>
-bool dkdv_store_maps(const DkDvParams& p, DkDvMaps& m) {
-  if (!tma_store_enabled() || p.cu32 || p.cu64) return false;
-  const bool bf16 = std::is_same<TIn, __nv_bfloat16>::value;
-  return make_tma_map(&m.dk, p.dk, bf16, p.N, p.T, p.H, p.dk_sb, p.dk_st, p.dk_sh, 16, D) &&
-         make_tma_map(&m.dv, p.dv, bf16, p.N, p.T, p.H, p.dv_sb, p.dv_st, p.dv_sh, 16, D);
-}
-
-// Whether the kernel runs here for head dim D: switches on, and sm_90a code in this build.
-template <typename TIn, int D>
-bool dkdv_sm90_available() {
-  if (!sm90_enabled_for(D)) return false;
-  static const bool runs = sm90_binary(dkdv_kernel_sm90<D, TIn, false>);
-  return runs;
-}
-
-// Taken for Dk = Dv = D with 16-byte aligned inputs and 4-byte aligned dk, dv pairs; dv += in
-// bf16 only (fp16's reduce-add in L2 might flush subnormals, which a separate add keeps).
-template <typename TIn, int D>
-bool dkdv_sm90_takes(const DkDvParams& p) {
-  if (p.Dk != D || p.Dv != D || !p.q_vec || !p.k_vec || !p.v_vec || !p.do_vec || !p.dk_vec2 || !p.dv_vec2)
-    return false;
-  if (p.dv_accumulate && (!std::is_same<TIn, __nv_bfloat16>::value || !sm90_acc_enabled())) return false;
-  return dkdv_sm90_available<TIn, D>();
-}
-
-template <typename TIn, int D>
-bool launch_dkdv_sm90(const DkDvParams& p, cudaStream_t stream) {
-  if (!dkdv_sm90_takes<TIn, D>(p)) return false;
-  alignas(64) DkDvMaps maps{};
-  auto kernel = dkdv_store_maps<TIn, D>(p, maps) ? dkdv_kernel_sm90<D, TIn, true> : dkdv_kernel_sm90<D, TIn, false>;
+template <typename TIn, int D, bool TMA_STORE>
+void launch_dkdv_sm90(const DkDvParams& p, const DkDvMaps& maps, cudaStream_t stream) {
+  auto kernel = dkdv_kernel_sm90<D, TIn, TMA_STORE>;
   const int smem = int(DkDvSm90Smem<D>::bytes);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned(p.nseg));
   kernel<<<grid, 256, smem, stream>>>(p, maps);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return true;
 }
 
-// The launcher, and the blocks per SM the split planner sizes the dk/dv sweep's waves by (one;
-// 0 where the portable kernel runs: Hopper kernels off, or no sm_90a code in this build).
-#define LIGHTNING_ATTN_SM90_DKDV(D, TIN)                                                   \
-  template <>                                                                              \
-  bool launch_dkdv_fast<D, D, TIN>(const DkDvParams& p, cudaStream_t stream) {             \
-    return launch_dkdv_sm90<TIN, D>(p, stream);                                            \
-  }                                                                                        \
-  template <>                                                                              \
-  bool dkdv_fast_takes<D, D, TIN>(const DkDvParams& p) {                                   \
-    return dkdv_sm90_takes<TIN, D>(p);                                                     \
-  }                                                                                        \
-  template <>                                                                              \
-  int dkdv_fast_blocks_per_sm<D, D, TIN>() {                                               \
-    return dkdv_sm90_available<TIN, D>() ? 1 : 0;                                          \
-  }
-LIGHTNING_ATTN_SM90_DKDV(128, __nv_bfloat16)
-LIGHTNING_ATTN_SM90_DKDV(128, __half)
-LIGHTNING_ATTN_SM90_DKDV(64, __nv_bfloat16)
-LIGHTNING_ATTN_SM90_DKDV(64, __half)
+// Blocks per SM on the current device (both instances use the same resources); 0 where it
+// cannot load this build's sm_90a code.
+template <typename TIn, int D>
+int dkdv_sm90_blocks_per_sm() {
+  auto kernel = dkdv_kernel_sm90<D, TIn, false>;
+  if (!sm90_binary(kernel)) return 0;
+  const int smem = int(DkDvSm90Smem<D>::bytes);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  int n = 0;
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, 256, smem));
+  return n;
+}
+
+// The launchers of one (D, 16-bit input type), for instantiations/.
+#define LIGHTNING_ATTN_INSTANTIATE_SM90_DKDV(TIN, D)                                          \
+  template void launch_dkdv_sm90<TIN, D, false>(const DkDvParams&, const DkDvMaps&, cudaStream_t); \
+  template void launch_dkdv_sm90<TIN, D, true>(const DkDvParams&, const DkDvMaps&, cudaStream_t);  \
+  template int dkdv_sm90_blocks_per_sm<TIN, D>();
 
 }  // namespace cuda
 }  // namespace lightning_attn

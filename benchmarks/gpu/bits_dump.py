@@ -1,0 +1,76 @@
+"""Checksums of every output of a fixed set of seeded calls (forward, backward, decode) with
+whichever lightning_attn is first on PYTHONPATH, one JSON object to --out. Two builds give the
+same bits on a call where every checksum matches (benchmarks/gpu/run_restructure.sh compares them).
+
+The checksum of a tensor is its bit pattern as integers, summed plain and weighted by position
+(mod 2^63 in int64), on the GPU; NaN-poisoned outputs would show as different sums."""
+import argparse
+import json
+
+import torch
+
+import lightning_attn as la
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--out", required=True)
+a = ap.parse_args()
+dev = "cuda"
+
+
+def checksum(t):
+    if t is None or t.numel() == 0:
+        return None
+    flat = t.detach().contiguous().view(torch.int16 if t.element_size() == 2 else torch.int32).reshape(-1)
+    plain = weighted = 0
+    finite = True
+    for i in range(0, flat.numel(), 1 << 26):  # in pieces: a 1M-token tensor has 2^31 elements
+        bits = flat[i:i + (1 << 26)].to(torch.int64)
+        w = torch.arange(i, i + bits.numel(), device=t.device, dtype=torch.int64) % 1000003 + 1
+        plain += int(bits.sum())
+        weighted += int((bits * w).sum())
+    for i in range(0, t.numel(), 1 << 26):
+        finite &= bool(torch.isfinite(t.detach().reshape(-1)[i:i + (1 << 26)].float()).all())
+    return [plain, weighted, finite]
+
+
+# (B, T, H, Dk, Dv, dtype, varlen, state): the kernel table's shapes (65,536 tokens per call),
+# B = 1 at 1M, and the other paths (fp32, fp16, varlen, odd dims, states).
+CALLS = [(64, 1024, 16, 128, 128, torch.bfloat16, False, False), (16, 4096, 16, 128, 128, torch.bfloat16, False, True),
+         (8, 8192, 16, 128, 128, torch.bfloat16, False, False), (4, 16384, 16, 128, 128, torch.bfloat16, False, True),
+         (2, 32768, 16, 128, 128, torch.bfloat16, False, False), (1, 65536, 16, 128, 128, torch.bfloat16, False, True),
+         (1, 1 << 20, 16, 128, 128, torch.bfloat16, False, False),
+         (16, 4096, 16, 64, 64, torch.bfloat16, False, True), (1, 65536, 16, 64, 64, torch.float16, False, False),
+         (16, 4096, 16, 256, 128, torch.bfloat16, False, True), (1, 65536, 16, 256, 128, torch.bfloat16, False, False),
+         (2, 4096, 4, 256, 256, torch.float16, False, True), (4, 4096, 16, 128, 128, torch.float32, False, True),
+         (1, 20000, 8, 128, 128, torch.bfloat16, True, True), (1, 9000, 4, 64, 64, torch.float16, True, False),
+         (3, 777, 5, 100, 48, torch.bfloat16, False, True), (2, 3000, 3, 192, 160, torch.bfloat16, False, True)]
+out = {}
+for (B, T, H, Dk, Dv, dt, varlen, state) in CALLS:
+    g = torch.Generator(device=dev).manual_seed(B * 7919 + T * 31 + Dk * 3 + Dv)
+    rnd = lambda *s, dtype=dt: torch.randn(*s, device=dev, dtype=dtype, generator=g)
+    q, k, v = rnd(B, T, H, Dk) * Dk ** -0.5, rnd(B, T, H, Dk) * Dk ** -0.5, rnd(B, T, H, Dv)
+    slope = torch.rand(H, device=dev, generator=g) * 0.2 + 0.001
+    cu = None
+    if varlen:
+        cut = sorted(torch.randint(1, T, (3,), generator=torch.Generator().manual_seed(T)).tolist())
+        cu = torch.tensor([0] + cut + [T], device=dev, dtype=torch.int32)
+    N = B if cu is None else cu.numel() - 1
+    h0 = rnd(N, H, Dk, Dv, dtype=torch.float32) * 0.1 if state else None
+    do = rnd(B, T, H, Dv)
+    dhT = rnd(N, H, Dk, Dv, dtype=torch.float32) * 0.1 if state else None
+    leaves = [x.requires_grad_() for x in (q, k, v)] + ([h0.requires_grad_()] if state else [])
+    key = f"B{B}_T{T}_H{H}_Dk{Dk}_Dv{Dv}_{str(dt)[6:]}" + ("_varlen" if varlen else "") + ("_state" if state else "")
+    o, hT = la.lightning_attn_func(q, k, v, slope, Dk ** -0.5, h0, cu_seqlens=cu, output_final_state=True)
+    grads = torch.autograd.grad([o, hT], leaves, [do, dhT if state else torch.zeros_like(hT)])
+    out[key] = {n: checksum(t) for n, t in zip(["o", "hT", "dq", "dk", "dv", "dh0"], [o, hT] + list(grads) + [None] * 2)}
+    del q, k, v, o, hT, grads, leaves, do
+    torch.cuda.empty_cache()
+# decode
+for (B, H, Dk, Dv, dt) in [(16, 16, 128, 128, torch.bfloat16), (3, 5, 64, 100, torch.float16), (2, 4, 256, 64, torch.float32)]:
+    g = torch.Generator(device=dev).manual_seed(B * 13 + Dk)
+    q, k, v = (torch.randn(B, H, D, device=dev, dtype=dt, generator=g) for D in (Dk, Dk, Dv))
+    state = torch.randn(B, H, Dk, Dv, device=dev, generator=g)
+    o = la.lightning_attn_decode(q, k, v, state, torch.rand(H, device=dev, generator=g), Dk ** -0.5)
+    out[f"decode_B{B}_H{H}_Dk{Dk}_Dv{Dv}_{str(dt)[6:]}"] = {"o": checksum(o), "state": checksum(state)}
+json.dump(out, open(a.out, "w"), indent=1)
+print(f"{len(out)} calls written to {a.out}")

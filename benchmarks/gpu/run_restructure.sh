@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One device call for a host-code change that must keep the kernels' results and speed: old main
+# (the tree in _ab_old: `git archive <rev> setup.py pyproject.toml csrc lightning_attn | tar -x -C _ab_old`)
+# against this tree. Builds both at once, checksums every output of bits_dump.py's calls under each
+# and compares them, times both alternately (run_ab.sh), then runs the CUDA tests on this tree.
+#   PHASES="bits ab tests" (default) | "check sanitize" (sm90_check --no-timing, compute-sanitizer)
+set -uo pipefail
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+T0=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt"
+(cd _ab_old && MAX_JOBS=8 python3 setup.py build_ext --inplace > "$OUT/build_A.log" 2>&1) & PA=$!
+MAX_JOBS=8 python3 setup.py build_ext --inplace > "$OUT/build_B.log" 2>&1; RB=$?
+wait $PA; RA=$?
+[ $RA = 0 ] && [ $RB = 0 ] || { tail -30 "$OUT/build_A.log" "$OUT/build_B.log"; exit 1; }
+stamp "built"
+for phase in ${PHASES:-bits ab tests}; do
+  case $phase in
+    bits)
+      for t in A B; do
+        dir=$([ $t = A ] && echo _ab_old || echo .)
+        PYTHONPATH=$(cd $dir && pwd) timeout 150 python3 benchmarks/gpu/bits_dump.py --out "$OUT/bits_$t.json" > "$OUT/bits_$t.log" 2>&1
+        echo "bits $t rc=$? $(tail -1 "$OUT/bits_$t.log")"
+      done
+      python3 - "$OUT/bits_A.json" "$OUT/bits_B.json" <<'PY' | tee "$OUT/bits_compare.txt"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+same = [k for k in a if a[k] == b.get(k)]
+diff = [k for k in a if a[k] != b.get(k)]
+print(f"bit-identical calls: {len(same)} of {len(a)}")
+for k in diff:
+    print("  differs:", k, {n: (a[k][n], b[k].get(n)) for n in a[k] if a[k][n] != b[k].get(n)})
+print("all finite:", all(c is None or c[2] for d in (a, b) for r in d.values() for c in r.values()))
+PY
+      stamp "bits" ;;
+    ab)
+      timeout 330 bash benchmarks/gpu/run_ab.sh > "$OUT/ab_table.txt" 2>&1
+      stamp "ab rc=$?" ;;
+    tests)
+      PYTHONPATH=$PWD timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -rf tests \
+        > "$OUT/tests_cuda.log" 2>&1
+      stamp "tests rc=$? $(tail -1 "$OUT/tests_cuda.log")" ;;
+    check)
+      PYTHONPATH=$PWD timeout 200 python3 benchmarks/gpu/sm90_check.py --no-timing --out "$OUT" > "$OUT/sm90_check.log" 2>&1
+      stamp "sm90_check rc=$? $(grep -iE 'of [0-9]+|passed|fail' "$OUT/sm90_check.log" | tail -2 | tr '\n' ' ')" ;;
+    sanitize)
+      for tool in memcheck racecheck; do
+        SANITIZE_ROWS=$([ $tool = memcheck ] && echo 1 || echo 0) PYTORCH_NO_CUDA_MEMORY_CACHING=1 PYTHONPATH=$PWD \
+          timeout 170 compute-sanitizer --tool $tool --error-exitcode 9 python3 benchmarks/gpu/sanitize_small.py \
+          > "$OUT/sanitizer_$tool.log" 2>&1
+        stamp "compute-sanitizer $tool: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)"
+      done ;;
+  esac
+done
+echo "==== summary"
+cat "$OUT/gpu.txt"
+[ -f "$OUT/bits_compare.txt" ] && head -20 "$OUT/bits_compare.txt"
+[ -f "$OUT/ab_table.txt" ] && tail -14 "$OUT/ab_table.txt"
+[ -f "$OUT/tests_cuda.log" ] && grep -E "FAILED|passed|failed" "$OUT/tests_cuda.log" | tail -8
+true
