@@ -2,9 +2,16 @@
 
 Environment:
   LIGHTNING_ATTN_FORCE_CPU=1   build without CUDA even where it is available.
-  LIGHTNING_ATTN_CUDA_ARCHS    gencode list, default "90a" (H100/H200); e.g. "80;90a".
+  LIGHTNING_ATTN_CUDA_ARCHS    gencode list, default "80;86;89;90a": the portable mma.sync kernels
+                               for A100/A10/L4/RTX 4090 (sm_80/86/89), and those plus the Hopper
+                               wgmma kernels for H100/H200 (sm_90a); e.g. "90a" for a faster build.
   MAX_JOBS                     parallel compile jobs (ninja).
+
+The version and the distribution name come from lightning_attn/_version.py, read as text.
+The wheel holds the package and its extension only: the bundled text and tokenizer files
+(data/) ship in the sdist (MANIFEST.in) for the tests and examples.
 """
+import ast
 import glob
 import os
 
@@ -14,6 +21,16 @@ from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, C
 import torch
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCHS = "80;86;89;90a"
+
+
+def package_info() -> dict:
+    """The constants of lightning_attn/_version.py (``__version__``, ``DISTRIBUTION``), without
+    importing the package."""
+    with open(os.path.join(ROOT, "lightning_attn", "_version.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    return {t.id: ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
 
 
 def use_cuda() -> bool:
@@ -23,7 +40,7 @@ def use_cuda() -> bool:
 
 
 def cuda_archs() -> list:
-    return [a for a in os.environ.get("LIGHTNING_ATTN_CUDA_ARCHS", "90a").replace(",", ";").split(";") if a]
+    return [a for a in os.environ.get("LIGHTNING_ATTN_CUDA_ARCHS", DEFAULT_CUDA_ARCHS).replace(",", ";").split(";") if a]
 
 
 def gencode_flags() -> list:
@@ -50,12 +67,18 @@ def extension():
     )
 
 
+INFO = package_info()
+with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+    README = f.read()
+
 setup(
-    name="lightning_attn",
-    version="0.1.0",
+    name=INFO["DISTRIBUTION"],
+    version=INFO["__version__"],
     description="Lightning Attention (linear attention with decay) as torch operators, and the TransNormerLLM model",
+    long_description=README,
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
     packages=find_packages(include=["lightning_attn", "lightning_attn.*"]),
-    package_data={"lightning_attn": ["data/**/*"]},
     ext_modules=[extension()],
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.10",

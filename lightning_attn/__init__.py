@@ -5,7 +5,15 @@ nn modules (modules.py), the TNL model (model.py), its recurrent cache (cache.py
 generation (generation.py), the chunked linear + cross-entropy loss (loss.py). On demand: lightning_attn.distributed (sequence/data parallel),
 lightning_attn.hf (transformers integration), lightning_attn.baseline (Transformer baseline).
 """
-from .cache import TNLCache
+from pathlib import Path as _Path
+
+from ._dist_check import check_single_owner as _check_single_owner
+from ._version import __version__
+
+# First, so that another distribution's files mixed into this folder fail with a clear message.
+_check_single_owner(_Path(__file__).parent)
+
+from .cache import TNLCache  # noqa: E402
 from .decay import tnl_slopes
 from .generation import generate
 from .kernel_options import KernelOptions, current_kernel_options, kernel_options, set_kernel_options
@@ -20,4 +28,3 @@ __all__ = [
     "TNLCache", "TNLConfig", "TransNormerLLM", "generate", "linear_cross_entropy",
     "KernelOptions", "kernel_options", "set_kernel_options", "current_kernel_options",
 ]
-__version__ = "0.1.0"

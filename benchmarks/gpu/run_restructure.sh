@@ -4,18 +4,25 @@
 # against this tree. Builds both at once, checksums every output of bits_dump.py's calls under each
 # and compares them, times both alternately (run_ab.sh), then runs the CUDA tests on this tree.
 #   PHASES="bits ab tests" (default) | "check sanitize" (sm90_check --no-timing, compute-sanitizer)
+#   | "arch80": a copy built for sm_80 only must refuse this GPU with the error naming the archs
+# Both trees build for sm_90a only (LIGHTNING_ATTN_CUDA_ARCHS), the old tree's default.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 T0=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - T0 )) s] $*"; }
+export LIGHTNING_ATTN_CUDA_ARCHS=${LIGHTNING_ATTN_CUDA_ARCHS:-90a}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt"
 (cd _ab_old && MAX_JOBS=8 python3 setup.py build_ext --inplace > "$OUT/build_A.log" 2>&1) & PA=$!
 MAX_JOBS=8 python3 setup.py build_ext --inplace > "$OUT/build_B.log" 2>&1; RB=$?
 wait $PA; RA=$?
 [ $RA = 0 ] && [ $RB = 0 ] || { tail -30 "$OUT/build_A.log" "$OUT/build_B.log"; exit 1; }
 stamp "built"
+case " ${PHASES:-} " in *" arch80 "*)
+  rm -rf /tmp/a80 && mkdir -p /tmp/a80 && cp -r setup.py pyproject.toml csrc lightning_attn /tmp/a80/
+  (cd /tmp/a80 && LIGHTNING_ATTN_CUDA_ARCHS=80 MAX_JOBS=6 python3 setup.py build_ext --inplace > "$OUT/build_a80.log" 2>&1) & P80=$! ;;
+esac
 for phase in ${PHASES:-bits ab tests}; do
   case $phase in
     bits)
@@ -52,6 +59,22 @@ PY
           > "$OUT/sanitizer_$tool.log" 2>&1
         stamp "compute-sanitizer $tool: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)"
       done ;;
+    arch80)
+      wait $P80; echo "build sm_80 only: rc=$?"
+      (cd /tmp && PYTHONPATH=/tmp/a80 python3 - <<'PY') 2>&1 | tee "$OUT/arch80_error.txt"
+import torch, lightning_attn as la
+q = torch.randn(1, 64, 2, 64, device="cuda", dtype=torch.bfloat16)
+try:
+    la.lightning_attn_func(q, q, q, torch.full((2,), 0.1, device="cuda"))
+    torch.cuda.synchronize()
+    print("ran on", torch.cuda.get_device_name())
+except RuntimeError as e:
+    print("RuntimeError:", str(e).splitlines()[0][:400])
+PY
+      stamp "arch80" ;;
+    edge)
+      PYTHONPATH=$PWD timeout 200 python3 -m pytest -q -rf tests/test_cuda_edge_cases.py > "$OUT/tests_edge.log" 2>&1
+      stamp "edge rc=$? $(tail -1 "$OUT/tests_edge.log")" ;;
   esac
 done
 echo "==== summary"

@@ -7,7 +7,7 @@
 #include <torch/library.h>
 
 #include "../checks.h"
-#include "mma_utils.cuh"
+#include "kernels/mma_utils.cuh"
 #include "torch_cuda_headers.h"
 
 namespace lightning_attn {
