@@ -53,7 +53,7 @@ def gencode_flags() -> list:
 def extension():
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT)
                                  for p in glob.glob(os.path.join(ROOT, pattern), recursive=True))
-    sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp")
+    sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp") + rel("csrc/meta/*.cpp")
     cxx = ["-O3", "-std=c++17", "-fopenmp"]
     if not use_cuda():
         return CppExtension("lightning_attn._C", sources, extra_compile_args={"cxx": cxx},

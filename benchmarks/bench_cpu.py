@@ -11,9 +11,14 @@ import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import lightning_attn as la  # noqa: E402
-from torch_chunked import lightning_attn_torch  # noqa: E402
+from reference import lightning_attn_chunked_ref  # noqa: E402
+
+
+def lightning_attn_torch(q, k, v, slope):
+    """Plain PyTorch: the block form of tests/reference.py in float32, chunks of 64, autograd backward."""
+    return lightning_attn_chunked_ref(q, k, v, slope, chunk=64, dtype=torch.float32)[0]
 
 
 def median_time(fn, reps=5):

@@ -1,9 +1,18 @@
-// Input validation shared by the CPU and CUDA backends. Every check names the
-// argument and the expected shape; all of them run before any kernel launches.
-// lightning_attn/ops.py mirrors the shape rules with torch._check in the fake kernels.
+// The input rules of every op, written once and called by every kernel that receives
+// the inputs: the CPU kernels (csrc/cpu), the CUDA host code (csrc/cuda) and the Meta
+// kernels (csrc/meta), which FakeTensorMode and torch.compile run to trace the ops. So a
+// bad input raises the same error, before any kernel launches, in eager mode, under fake
+// tensors and in a compiled graph; Python keeps no copy of the rules.
+//
+// The rules read sizes and strides as c10::SymInt: one code serves concrete tensors and
+// the symbolic (dynamic-shape) tensors of a trace, where a rule becomes a guard, as with
+// ATen's TORCH_SYM_CHECK. Every check raises c10::ValueError (Python's ValueError) naming
+// the argument and the expected shape. Checks that read values (slope, cu_seqlens) run
+// only on CPU tensors: CUDA kernels never synchronise with the host, Meta tensors hold none.
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/core/SymInt.h>
 #include <optional>
 #include <vector>
 
@@ -11,13 +20,18 @@ namespace lightning_attn {
 
 constexpr int64_t kMaxHeadDim = 256;
 
-// Sizes of one call, read off the canonical [B, T, H, D] views.
-struct AttnDims {
-  int64_t B, T, H, Dk, Dv;
-  int64_t N;               // number of sequences: B, or cu_seqlens.numel() - 1
+// Sizes of one call, read off the canonical [B, T, H, D] views. Int is int64_t for the
+// kernels, which see concrete tensors, and c10::SymInt for the Meta kernels.
+template <typename Int>
+struct AttnDimsOf {
+  using Size = Int;
+  Int B, T, H, Dk, Dv;
+  Int N;                       // number of sequences: B, or cu_seqlens.numel() - 1
   bool varlen;
   at::ScalarType state_dtype;  // float32 (float64 when the inputs are float64)
 };
+using AttnDims = AttnDimsOf<int64_t>;
+using SymAttnDims = AttnDimsOf<c10::SymInt>;
 
 // Accumulation and state dtype for inputs of x's dtype: float32, float64 for float64 inputs.
 inline at::ScalarType acc_dtype(const at::Tensor& x) {
@@ -30,30 +44,49 @@ inline at::Tensor canonical(const at::Tensor& x, bool head_first) {
 }
 
 // Shape of an output in the caller's layout: [B, T, H, D], or [B, H, T, D] with head_first.
-inline std::vector<int64_t> user_shape(const AttnDims& d, int64_t D, bool head_first) {
-  return head_first ? std::vector<int64_t>{d.B, d.H, d.T, D} : std::vector<int64_t>{d.B, d.T, d.H, D};
+template <typename Int>
+std::vector<Int> user_shape(const AttnDimsOf<Int>& d, const typename AttnDimsOf<Int>::Size& D,
+                            bool head_first) {
+  return head_first ? std::vector<Int>{d.B, d.H, d.T, D} : std::vector<Int>{d.B, d.T, d.H, D};
 }
 
 // A state output [N, H, Dk, Dv] in the state dtype, or an empty [0] tensor when not asked for.
-inline at::Tensor empty_state(const AttnDims& d, bool wanted, const at::TensorOptions& opts) {
+template <typename Int>
+at::Tensor empty_state(const AttnDimsOf<Int>& d, bool wanted, const at::TensorOptions& opts) {
   const auto o = opts.dtype(d.state_dtype);
-  return wanted ? at::empty({d.N, d.H, d.Dk, d.Dv}, o) : at::empty({0}, o);
+  if (!wanted) return at::empty({0}, o);
+  return at::empty_symint({c10::SymInt(d.N), c10::SymInt(d.H), c10::SymInt(d.Dk), c10::SymInt(d.Dv)},
+                          o);
 }
 
+// q, k: [B, T, H, Dk]; v: [B, T, H, Dv] ([B, H, T, D] with head_first); slope [H];
+// initial_state [N, H, Dk, Dv]; cu_seqlens [N + 1] with B = 1. Returns the sizes.
+SymAttnDims check_fwd_inputs_sym(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                 const std::optional<at::Tensor>& slope,
+                                 const std::optional<at::Tensor>& initial_state,
+                                 const std::optional<at::Tensor>& cu_seqlens, bool head_first);
+// The same rules for concrete tensors, with the sizes as integers.
 AttnDims check_fwd_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                           const std::optional<at::Tensor>& slope,
                           const std::optional<at::Tensor>& initial_state,
                           const std::optional<at::Tensor>& cu_seqlens, bool head_first);
 
-// do must match o = fwd(q, k, v): same shape as v, q's dtype and device.
+// do must match o = fwd(q, k, v): same shape as v, q's dtype and device;
+// d_final_state: [N, H, Dk, Dv] in the state dtype. d comes from check_fwd_inputs.
+void check_bwd_inputs(const at::Tensor& dout, const at::Tensor& v, const SymAttnDims& d,
+                      const std::optional<at::Tensor>& d_final_state, bool head_first);
 void check_bwd_inputs(const at::Tensor& dout, const at::Tensor& v, const AttnDims& d,
                       const std::optional<at::Tensor>& d_final_state, bool head_first);
 
-// q, k: [B, H, Dk]; v: [B, H, Dv]; state: [B, H, Dk, Dv] float32, contiguous.
+// q, k: [B, H, Dk]; v: [B, H, Dv]; state: [B, H, Dk, Dv] float32, contiguous; slope [H].
 void check_decode_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const at::Tensor& state, const std::optional<at::Tensor>& slope);
 
+// x: [..., D] with D >= 1, a float dtype; eps >= 0.
 void check_srms_norm_input(const at::Tensor& x, double eps);
+
+// dy: x's shape and dtype; rstd: x.shape[:-1] in the state dtype, as srms_norm_fwd returns it.
+void check_srms_norm_bwd_inputs(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& rstd);
 
 // Values of slope and cu_seqlens; reads them, so only for tensors on the CPU
 // (CUDA ops never synchronise with the host: their kernels clamp instead).

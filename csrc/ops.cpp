@@ -1,6 +1,6 @@
 // The operator schemas: every op of the library is declared here, once.
-// Backends (csrc/cpu, csrc/cuda) only add TORCH_LIBRARY_IMPL blocks; fake kernels
-// and autograd live in lightning_attn/ops.py.
+// Backends (csrc/cpu, csrc/cuda, and csrc/meta for fake tensors and torch.compile) only
+// add TORCH_LIBRARY_IMPL blocks; autograd lives in lightning_attn/ops.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(lightning_attn, m) {

@@ -23,7 +23,7 @@ from .decay import tnl_slopes
 from .ops import lightning_attn_decode, lightning_attn_func, srms_norm
 
 __all__ = ["SRMSNorm", "LRPE", "GatedLinearAttention", "SGLU", "TNLBlock", "LightningAttention",
-           "make_positions", "lightning_attn_reference"]
+           "make_positions"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -50,24 +50,6 @@ def make_positions(T: int, position_offset: Union[int, Tensor] = 0, cu_seqlens: 
     if isinstance(position_offset, Tensor):
         return position_offset.to(device=t.device, dtype=t.dtype).view(-1, 1) + t  # [B, T]
     return (t + position_offset)[None]  # [1, T]
-
-
-def lightning_attn_reference(q: Tensor, k: Tensor, v: Tensor, slope: Optional[Tensor] = None,
-                             scale: float = 1.0) -> Tensor:
-    """Plain O(T^2) PyTorch reference of the op: ``o_t = scale * sum_{s<=t} lambda^(t-s) (q_t.k_s) v_s``.
-
-    q, k: ``[B, T, H, Dk]``; v: ``[B, T, H, Dv]``; slope ``[H]`` (lambda = exp(-slope)) or None.
-    Returns o ``[B, T, H, Dv]`` in float32.
-    """
-    q, k, v = q.float(), k.float(), v.float()
-    T = q.shape[1]
-    t = torch.arange(T, device=q.device)
-    dist = (t[:, None] - t[None, :]).float()  # [T, T]
-    causal = dist >= 0
-    s = slope.float().to(q.device) if slope is not None else torch.zeros(q.shape[2], device=q.device)
-    decay = torch.exp(-s[:, None, None] * dist.clamp(min=0)) * causal  # [H, T, T]
-    scores = torch.einsum("bthd,bshd->bhts", q, k) * decay  # [B, H, T, T]
-    return scale * torch.einsum("bhts,bshe->bthe", scores, v)
 
 
 # ----------------------------------------------------------------------------- norms, positions

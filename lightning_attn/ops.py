@@ -1,8 +1,10 @@
-"""The lightning_attn operators: fake kernels, autograd, and the public functions.
+"""The lightning_attn operators: autograd and the public functions.
 
-The schemas and the CPU/CUDA kernels live in csrc/ (csrc/ops.cpp declares every op);
-this file makes them work under torch.compile (fake kernels) and autograd
-(register_autograd, whose backward calls another registered op).
+The schemas and the kernels live in csrc/ (csrc/ops.cpp declares every op). Besides the
+CPU and CUDA kernels each op has a C++ Meta kernel (csrc/meta), which FakeTensorMode and
+torch.compile trace through; it runs the input checks of csrc/checks.h that the CPU and
+CUDA kernels run, so there is no Python fake kernel and no Python copy of the rules. This
+file adds autograd (register_autograd, whose backward calls another registered op).
 """
 from typing import Optional, Tuple
 
@@ -22,63 +24,6 @@ def _state_dtype(x: Tensor) -> torch.dtype:
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-def _dims(q: Tensor, v: Tensor, cu_seqlens: Optional[Tensor], head_first: bool):
-    torch._check(q.dim() == 4, lambda: f"lightning_attn: q must be a 4-D tensor, got shape {tuple(q.shape)}")
-    B, T, H = (q.shape[0], q.shape[2], q.shape[1]) if head_first else q.shape[:3]
-    N = cu_seqlens.shape[0] - 1 if cu_seqlens is not None else B
-    return B, T, H, q.shape[3], v.shape[3], N
-
-
-def _user_shape(B, T, H, D, head_first):
-    return (B, H, T, D) if head_first else (B, T, H, D)
-
-
-# ----------------------------------------------------------------------------- fake kernels
-
-
-@torch.library.register_fake("lightning_attn::fwd")
-def _fwd_fake(q, k, v, slope, scale, initial_state, cu_seqlens, head_first, output_final_state):
-    B, T, H, Dk, Dv, N = _dims(q, v, cu_seqlens, head_first)
-    for name, x in (("k", k), ("v", v), ("slope", slope), ("initial_state", initial_state), ("cu_seqlens", cu_seqlens)):
-        torch._check_value(x is None or x.device == q.device,
-                           lambda: f"lightning_attn: {name} must be on the same device as q ({q.device})")
-    torch._check_value(k.shape == q.shape, lambda: f"lightning_attn: k must have q's shape {tuple(q.shape)}")
-    torch._check_value(k.dtype == q.dtype and v.dtype == q.dtype, lambda: "lightning_attn: k and v must have q's dtype")
-    if initial_state is not None:
-        torch._check_value(tuple(initial_state.shape) == (N, H, Dk, Dv),
-                     lambda: f"lightning_attn: initial_state must have shape {(N, H, Dk, Dv)}")
-    o = q.new_empty(_user_shape(B, T, H, Dv, head_first))
-    final_shape = (N, H, Dk, Dv) if output_final_state else (0,)
-    return o, q.new_empty(final_shape, dtype=_state_dtype(q))
-
-
-@torch.library.register_fake("lightning_attn::bwd")
-def _bwd_fake(do, q, k, v, slope, scale, initial_state, d_final_state, cu_seqlens, head_first):
-    B, T, H, Dk, Dv, N = _dims(q, v, cu_seqlens, head_first)
-    torch._check(do.shape == v.shape, lambda: f"lightning_attn: do must have v's shape {tuple(v.shape)}")
-    dh0_shape = (N, H, Dk, Dv) if initial_state is not None else (0,)
-    return (q.new_empty(_user_shape(B, T, H, Dk, head_first)), q.new_empty(_user_shape(B, T, H, Dk, head_first)),
-            q.new_empty(_user_shape(B, T, H, Dv, head_first)), q.new_empty(dh0_shape, dtype=_state_dtype(q)))
-
-
-@torch.library.register_fake("lightning_attn::decode")
-def _decode_fake(q, k, v, state, slope, scale):
-    torch._check(q.dim() == 3 and v.dim() == 3, lambda: "lightning_attn.decode: q, k, v must be [B, H, D]")
-    torch._check(tuple(state.shape) == (q.shape[0], q.shape[1], q.shape[2], v.shape[2]),
-                 lambda: "lightning_attn.decode: state must have shape [B, H, Dk, Dv]")
-    return q.new_empty((q.shape[0], q.shape[1], v.shape[2]))
-
-
-@torch.library.register_fake("lightning_attn::srms_norm_fwd")
-def _srms_norm_fwd_fake(x, eps):
-    return torch.empty_like(x), x.new_empty(x.shape[:-1], dtype=_state_dtype(x))
-
-
-@torch.library.register_fake("lightning_attn::srms_norm_bwd")
-def _srms_norm_bwd_fake(dy, x, rstd):
-    return torch.empty_like(x)
 
 
 # ----------------------------------------------------------------------------- autograd

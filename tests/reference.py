@@ -1,7 +1,14 @@
-"""Plain float64 references, written straight from the recurrence (no chunking, no tricks)."""
+"""The references every test and benchmark compares against.
+
+lightning_attn_ref: float64, written straight from the recurrence, token by token (no chunking,
+no tricks): the definition. lightning_attn_chunked_ref: the same sums in block form (DESIGN.md's
+chunked algorithm in batched matmuls), for lengths where a token loop is too slow, in float64 by
+default; in a low dtype it is the plain-PyTorch error baseline of tolerances (tol_from_baseline).
+"""
 import functools
 
 import torch
+import torch.nn.functional as F
 
 
 def _tiny_ops(fn):
@@ -53,6 +60,60 @@ def lightning_attn_ref(q, k, v, slope=None, scale=1.0, initial_state=None, cu_se
         finals.append(S)
     o = torch.stack(outs, dim=1)  # [B, T, H, Dv]: steps were taken in token order
     return (o.transpose(1, 2) if head_first else o), torch.cat(finals)
+
+
+def lightning_attn_chunked_ref(q, k, v, slope=None, scale=1.0, initial_state=None, chunk=256,
+                               dtype=torch.float64):
+    """Block form of lightning_attn_ref, computed in ``dtype`` (float32 accumulation for 16-bit).
+
+    q, k: [B, T, H, Dk]; v: [B, T, H, Dv]; initial_state [B, H, Dk, Dv] or None. Per chunk of C
+    tokens: o = scale * ((Q K^T * M) V + lambda^(r+1) Q S), S <- lambda^C S + (lambda^(C-1-r) K)^T V,
+    M[r, s] = lambda^(r-s) for r >= s. Differentiable. Returns o [B, T, H, Dv] and the final
+    state [B, H, Dk, Dv], both in ``dtype`` (float32 for 16-bit dtypes' state).
+    """
+    B, T, H, Dk = q.shape
+    Dv = v.shape[-1]
+    acc = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+    pad = (-T) % chunk
+    n = (T + pad) // chunk
+    dev = q.device
+
+    def blocks(x):  # [B, T, H, D] -> [B, H, n, C, D]
+        return F.pad(x.to(dtype), (0, 0, 0, 0, 0, pad)).view(B, n, chunk, H, -1).permute(0, 3, 1, 2, 4)
+    Q, K, V = blocks(q), blocks(k), blocks(v)
+    s = slope.to(device=dev, dtype=acc) if slope is not None else torch.zeros(H, device=dev, dtype=acc)
+    log_lam = -s.view(1, H, 1, 1, 1)
+    r = torch.arange(chunk, device=dev, dtype=acc)
+    diff = r.view(-1, 1) - r.view(1, -1)
+    mask = torch.where(diff >= 0, torch.exp(log_lam * diff.clamp_min(0)), torch.zeros((), device=dev, dtype=acc))
+    q_decay = torch.exp(log_lam * (r + 1).view(-1, 1))[:, :, 0]                       # [1, H, C, 1]
+    k_decay = torch.exp(log_lam * (chunk - 1 - r).view(-1, 1))                       # [1, H, 1, C, 1]
+    chunk_decay = torch.exp(log_lam * chunk)[:, :, 0]                                  # [1, H, 1, 1]
+    O = ((Q @ K.transpose(-1, -2)).to(acc) * mask).to(dtype) @ V                       # intra-chunk
+    KV = ((K.to(acc) * k_decay).transpose(-1, -2) @ V.to(acc))                        # [B, H, n, Dk, Dv]
+    S = (initial_state.to(acc) if initial_state is not None
+         else torch.zeros(B, H, Dk, Dv, device=dev, dtype=acc))
+    inter = []
+    for i in range(n):                                                                  # carried state
+        inter.append((Q[:, :, i].to(acc) * q_decay) @ S)
+        last = min(chunk, T - i * chunk)   # the padded tail of the last chunk must not decay S
+        if last == chunk:
+            S = chunk_decay * S + KV[:, :, i]
+        else:
+            rr = r[:last]
+            kd = torch.exp(log_lam[:, :, 0] * (last - 1 - rr).view(-1, 1))
+            S = torch.exp(log_lam[:, :, 0] * last) * S + \
+                (K[:, :, i, :last].to(acc) * kd).transpose(-1, -2) @ V[:, :, i, :last].to(acc)
+    O = scale * (O.to(acc) + torch.stack(inter, dim=2))
+    o = O.permute(0, 2, 3, 1, 4).reshape(B, n * chunk, H, Dv)[:, :T]
+    return o.to(dtype), S
+
+
+def tol_from_baseline(ref, baseline, floor=1e-6, factor=3.0):
+    """FlashAttention's rule: an op may be at most ``factor`` times as far from the float64
+    reference as a plain-PyTorch computation in the op's own dtype (``baseline``), plus a floor
+    for results the baseline gets exactly right. Returns the bound on rel_err(op, ref)."""
+    return factor * rel_err(baseline, ref) + floor
 
 
 def srms_norm_ref(x, eps=1e-6):

@@ -10,7 +10,7 @@ import torch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 import lightning_attn as la  # noqa: E402
-from reference import lightning_attn_ref, rel_err, srms_norm_ref  # noqa: E402
+from reference import lightning_attn_chunked_ref, lightning_attn_ref, rel_err, srms_norm_ref  # noqa: E402
 
 # Relative error bounds on random inputs. Inputs are rounded to the dtype before the
 # reference sees them, so the bounds measure the kernel's own rounding: 16-bit copies
@@ -29,27 +29,6 @@ def make_inputs(B, T, H, Dk, Dv, dtype, decay=True, state=False, head_first=Fals
     slope = (torch.rand(H, device=DEV) * slope_scale + 0.001) if decay else None
     h0 = torch.randn(N or B, H, Dk, Dv, device=DEV) * 0.3 if state else None
     return q, k, v, slope, h0
-
-
-def chunked_ref(q, k, v, slope, scale, h0, C=512):
-    """Block-form float64 reference for long sequences ([B, T, H, D] inputs)."""
-    q, k, v = (x.double().transpose(1, 2) for x in (q, k, v))  # [B, H, T, D]
-    B, H, T, Dk = q.shape
-    Dv = v.shape[-1]
-    ll = (-slope.double() if slope is not None else torch.zeros(H, dtype=torch.float64, device=q.device)).view(1, H, 1, 1)
-    S = h0.double().clone() if h0 is not None else q.new_zeros(B, H, Dk, Dv)
-    out = torch.empty(B, H, T, Dv, dtype=torch.float64, device=q.device)
-    r = torch.arange(C, device=q.device, dtype=torch.float64)
-    for t0 in range(0, T, C):
-        c = min(C, T - t0)
-        Q, K, V = q[:, :, t0:t0 + c], k[:, :, t0:t0 + c], v[:, :, t0:t0 + c]
-        rr = r[:c]
-        diff = rr.view(-1, 1) - rr.view(1, -1)
-        mask = torch.where(diff >= 0, torch.exp(diff * ll), torch.zeros((), dtype=torch.float64, device=q.device))
-        A = (Q @ K.transpose(-1, -2)) * mask
-        out[:, :, t0:t0 + c] = scale * (A @ V + torch.exp((rr + 1).view(-1, 1) * ll) * (Q @ S))
-        S = torch.exp(c * ll) * S + (torch.exp((c - 1 - rr).view(-1, 1) * ll) * K).transpose(-1, -2) @ V
-    return out.transpose(1, 2), S
 
 
 # ----------------------------------------------------------------------------- forward
@@ -77,10 +56,10 @@ def test_forward_split_and_long(T):
     """B * H = 2 (< one wave): the sequence split runs (except at T = 1, one chunk)."""
     q, k, v, slope, h0 = make_inputs(1, T, 2, 128, 128, torch.bfloat16, state=True, slope_scale=0.01)
     o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True)
-    ro, rh = chunked_ref(q, k, v, slope, 1.0, h0)
+    ro, rh = lightning_attn_chunked_ref(q, k, v, slope, 1.0, h0)
     assert rel_err(o, ro) < 1e-2 and rel_err(hT, rh) < 1e-2
     o2, _ = la.lightning_attn_func(q, k, v, None, 1.0, None)  # no decay, no state
-    ro2, _ = chunked_ref(q, k, v, None, 1.0, None)
+    ro2, _ = lightning_attn_chunked_ref(q, k, v, None, 1.0, None)
     assert rel_err(o2, ro2) < 1e-2
 
 
@@ -90,7 +69,7 @@ def test_forward_million_tokens_slow_decay():
     q, k, v, _, _ = make_inputs(1, T, 2, 64, 64, torch.bfloat16, decay=False)
     slope = torch.tensor([1e-5, 1e-6], device=DEV)
     o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, None, output_final_state=True)
-    ro, rh = chunked_ref(q, k, v, slope, 1.0, None, C=4096)
+    ro, rh = lightning_attn_chunked_ref(q, k, v, slope, 1.0, None)
     assert rel_err(o, ro) < 1e-2 and rel_err(hT, rh) < 1e-2
 
 
@@ -110,7 +89,7 @@ def test_varlen(Dk, Dv):
     o, hT = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True, cu_seqlens=cu)
     for n in range(3):
         a, b = int(cu[n]), int(cu[n + 1])
-        ro, rh = chunked_ref(q[:, a:b], k[:, a:b], v[:, a:b], slope, 1.0, h0[n:n + 1])
+        ro, rh = lightning_attn_chunked_ref(q[:, a:b], k[:, a:b], v[:, a:b], slope, 1.0, h0[n:n + 1])
         assert rel_err(o[:, a:b], ro) < 1e-2 and rel_err(hT[n:n + 1], rh) < 1e-2
 
 
@@ -204,7 +183,7 @@ def test_backward_split(D, state):
         o, _ = la.lightning_attn_func(*leaves, slope, 1.0)
         grads = torch.autograd.grad((o * do).sum(), leaves)
     rl = [x.detach().double().requires_grad_() for x in leaves]
-    ro, rhT = chunked_ref(rl[0], rl[1], rl[2], slope, 1.0, rl[3] if state else None)
+    ro, rhT = lightning_attn_chunked_ref(rl[0], rl[1], rl[2], slope, 1.0, rl[3] if state else None)
     loss = (ro * do.double()).sum() + ((rhT * dh.double()).sum() if state else 0)
     rgrads = torch.autograd.grad(loss, rl)
     assert rel_err(o, ro) < 1e-2
@@ -259,7 +238,7 @@ def test_split_states_in_output_rows(head_first, state, monkeypatch):
     assert rows_fwd == o_bytes < ws_fwd, (rows_fwd, o_bytes, ws_fwd)  # o only
     assert rows_fb == 4 * o_bytes < ws_fb, (rows_fb, o_bytes, ws_fb)  # o, dq, dk, dv only
     if not head_first:
-        ro, rhT = chunked_ref(q, k, v, slope, 1.0, h0)
+        ro, rhT = lightning_attn_chunked_ref(q, k, v, slope, 1.0, h0)
         assert rel_err(in_rows[0], ro) < 1e-2 and rel_err(in_rows[1], rhT) < 1e-2
 
 

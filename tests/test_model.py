@@ -11,7 +11,8 @@ from torch import nn
 
 import lightning_attn as la
 from lightning_attn.model import PAPER_PARAM_COUNTS, TNLConfig, TransNormerLLM
-from lightning_attn.modules import LRPE, LightningAttention, lightning_attn_reference
+from lightning_attn.modules import LRPE, LightningAttention
+from reference import lightning_attn_ref
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -230,7 +231,8 @@ def _reference_mha(m: LightningAttention, x):
     H, D = m.num_heads, m.head_dim
     q, k, v = F.linear(x, m.in_proj_weight, m.in_proj_bias).split(E, -1)
     q, k = F.silu(q), F.silu(k)
-    o = lightning_attn_reference(q.view(B, T, H, D), k.view(B, T, H, D), v.view(B, T, H, D), m.slope, m.scale)
+    o, _ = lightning_attn_ref(q.view(B, T, H, D), k.view(B, T, H, D), v.view(B, T, H, D), m.slope, m.scale)
+    o = o.to(x.dtype)
     o = o.reshape(B, T, E)
     o = o * torch.rsqrt(o.pow(2).mean(-1, keepdim=True) + m.norm_eps)
     return m.out_proj(o)

@@ -20,7 +20,8 @@ wait $PA; RA=$?
 [ $RA = 0 ] && [ $RB = 0 ] || { tail -30 "$OUT/build_A.log" "$OUT/build_B.log"; exit 1; }
 stamp "built"
 case " ${PHASES:-} " in *" arch80 "*)
-  rm -rf /tmp/a80 && mkdir -p /tmp/a80 && cp -r setup.py pyproject.toml csrc lightning_attn /tmp/a80/
+  rm -rf /tmp/a80 && mkdir -p /tmp/a80 && cp -r setup.py pyproject.toml README.md csrc lightning_attn /tmp/a80/
+  rm -f /tmp/a80/lightning_attn/*.so
   (cd /tmp/a80 && LIGHTNING_ATTN_CUDA_ARCHS=80 MAX_JOBS=6 python3 setup.py build_ext --inplace > "$OUT/build_a80.log" 2>&1) & P80=$! ;;
 esac
 for phase in ${PHASES:-bits ab tests}; do
@@ -46,9 +47,12 @@ PY
       timeout 330 bash benchmarks/gpu/run_ab.sh > "$OUT/ab_table.txt" 2>&1
       stamp "ab rc=$?" ;;
     tests)
-      PYTHONPATH=$PWD timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -rf tests \
+      PYTHONPATH=$PWD timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -rf -p no:cacheprovider tests \
         > "$OUT/tests_cuda.log" 2>&1
-      stamp "tests rc=$? $(tail -1 "$OUT/tests_cuda.log")" ;;
+      rc=$?
+      # a crash: the faulthandler's stack names the test
+      [ $rc -gt 128 ] && grep -B2 -A25 "Fatal Python error" "$OUT/tests_cuda.log" | grep -v "^  File.*site-packages" | head -40
+      stamp "tests rc=$rc $(tail -1 "$OUT/tests_cuda.log" | cut -c1-300)" ;;
     check)
       PYTHONPATH=$PWD timeout 200 python3 benchmarks/gpu/sm90_check.py --no-timing --out "$OUT" > "$OUT/sm90_check.log" 2>&1
       stamp "sm90_check rc=$? $(grep -iE 'of [0-9]+|passed|fail' "$OUT/sm90_check.log" | tail -2 | tr '\n' ' ')" ;;
@@ -60,8 +64,8 @@ PY
         stamp "compute-sanitizer $tool: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitizer_$tool.log" | tail -1)"
       done ;;
     arch80)
-      wait $P80; echo "build sm_80 only: rc=$?"
-      (cd /tmp && PYTHONPATH=/tmp/a80 python3 - <<'PY') 2>&1 | tee "$OUT/arch80_error.txt"
+      wait $P80; echo "build sm_80 only: rc=$?"; tail -5 "$OUT/build_a80.log"
+      (cd /tmp && PYTHONPATH=/tmp/a80 python3 -X faulthandler - <<'PY') 2>&1 | tee "$OUT/arch80_error.txt"
 import torch, lightning_attn as la
 q = torch.randn(1, 64, 2, 64, device="cuda", dtype=torch.bfloat16)
 try:
@@ -72,11 +76,15 @@ except RuntimeError as e:
     print("RuntimeError:", str(e).splitlines()[0][:400])
 PY
       stamp "arch80" ;;
+    diag)
+      PYTHONPATH=$PWD timeout 60 python3 benchmarks/gpu/diag_segv.py 2>&1 | tee "$OUT/diag.txt" | cut -c1-200 ;;
     edge)
-      PYTHONPATH=$PWD timeout 200 python3 -m pytest -q -rf tests/test_cuda_edge_cases.py > "$OUT/tests_edge.log" 2>&1
-      stamp "edge rc=$? $(tail -1 "$OUT/tests_edge.log")" ;;
+      PYTHONPATH=$PWD timeout ${EDGE_TIMEOUT:-150} python3 -m pytest -q -rf -p no:cacheprovider --durations=0 tests/test_cuda_edge_cases.py > "$OUT/tests_edge.log" 2>&1
+      rc=$?; grep -E "^(FAILED|ERROR)|passed|failed|s call" "$OUT/tests_edge.log" | tail -20
+      stamp "edge rc=$rc" ;;
   esac
 done
+(cd "$OUT" && tar czf logs.tgz --exclude=logs.tgz *.log *.txt *.json 2>/dev/null && rm -f *.log)
 echo "==== summary"
 cat "$OUT/gpu.txt"
 [ -f "$OUT/bits_compare.txt" ] && head -20 "$OUT/bits_compare.txt"

@@ -22,8 +22,7 @@ std::tuple<Tensor, Tensor> srms_norm_fwd_cpu(const Tensor& x, double eps) {
 
 Tensor srms_norm_bwd_cpu(const Tensor& dy, const Tensor& x, const Tensor& rstd) {
   const CpuKernelGuard guard;
-  TORCH_CHECK_VALUE(dy.sizes() == x.sizes(), "lightning_attn.srms_norm: dy must have x's shape ",
-                    x.sizes(), ", got ", dy.sizes());
+  check_srms_norm_bwd_inputs(dy, x, rstd);
   const auto acc = acc_dtype(x);
   const Tensor xf = x.to(acc), dyf = dy.to(acc), r = rstd.to(acc).unsqueeze(-1);
   const Tensor dot = (dyf * xf).mean(-1, /*keepdim=*/true);

@@ -118,13 +118,7 @@ std::tuple<Tensor, Tensor> srms_norm_fwd_cuda(const Tensor& x_in, double eps) {
 }
 
 Tensor srms_norm_bwd_cuda(const Tensor& dy_in, const Tensor& x_in, const Tensor& rstd_in) {
-  TORCH_CHECK_VALUE(dy_in.sizes() == x_in.sizes(), "lightning_attn.srms_norm: dy must have x's shape ",
-                    x_in.sizes(), ", got ", dy_in.sizes());
-  TORCH_CHECK_VALUE(dy_in.scalar_type() == x_in.scalar_type(),
-                    "lightning_attn.srms_norm: dy must have x's dtype ", x_in.scalar_type(), ", got ",
-                    dy_in.scalar_type());
-  TORCH_CHECK_VALUE(x_in.dim() >= 1 && rstd_in.numel() * x_in.size(-1) == x_in.numel(),
-                    "lightning_attn.srms_norm: rstd must have shape x.shape[:-1], got ", rstd_in.sizes());
+  check_srms_norm_bwd_inputs(dy_in, x_in, rstd_in);
   const c10::cuda::CUDAGuard guard(x_in.device());
   const Tensor x = x_in.contiguous(), dy = dy_in.contiguous(),
                rstd = rstd_in.to(at::kFloat).contiguous();

@@ -1,0 +1,181 @@
+"""Bad input: one table of cases, each run in eager mode, under FakeTensorMode and in a compiled graph.
+
+The rules live once, in csrc/checks.cpp: the CPU and CUDA kernels call them, and so do the Meta
+kernels (csrc/meta) that fake tensors and torch.compile trace through. Each case below must
+raise a ValueError naming the argument in all three modes. Rules that read values (slope >= 0,
+cu_seqlens monotone and ending at T) need the data, which fake tensors do not hold: those cases
+run eager and compiled (the compiled graph raises when it runs), not under FakeTensorMode.
+"""
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import pytest
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import lightning_attn as la
+
+ops = torch.ops.lightning_attn
+
+
+def r(*shape, dtype=torch.float32, device="cpu"):
+    return torch.randn(*shape, dtype=dtype, device=device)
+
+
+def fwd(q=None, k=None, v=None, **kw):
+    """lightning_attn_func on [2, 10, 3, 8] q/k and [2, 10, 3, 4] v, any of them replaced."""
+    q = r(2, 10, 3, 8) if q is None else q
+    k = r(2, 10, 3, 8) if k is None else k
+    v = r(2, 10, 3, 4) if v is None else v
+    return dict(q=q, k=k, v=v, **kw)
+
+
+def packed(**kw):
+    return fwd(r(1, 10, 3, 8), r(1, 10, 3, 8), r(1, 10, 3, 4), **kw)
+
+
+def decode(state, slope=None):
+    return dict(q=r(2, 3, 8), k=r(2, 3, 8), v=r(2, 3, 4), state=state, slope=slope)
+
+
+def call_fwd(q, k, v, **kw):
+    return la.lightning_attn_func(q, k, v, **kw)[0]
+
+
+def call_decode(q, k, v, state, slope):
+    return la.lightning_attn_decode(q, k, v, state, slope=slope)
+
+
+def call_bwd(do, q, k, v):
+    return ops.bwd(do, q, k, v, None, 1.0, None, None, None, False)[0]
+
+
+def call_srms_bwd(dy, x, rstd):
+    return ops.srms_norm_bwd(dy, x, rstd)
+
+
+@dataclass
+class Case:
+    id: str
+    fn: Callable
+    inputs: Callable[[], dict]   # fresh tensors for each mode
+    match: str
+    reads_values: bool = False   # the rule reads tensor data: not checkable on fake tensors
+    # Under fake tensors torch raises first for some inputs (devices differing: FakeTensor's own
+    # device check runs before any kernel); that error's text, in fake and compiled mode.
+    traced_match: str = ""
+
+
+CASES = [
+    Case("q_rank", call_fwd, lambda: fwd(q=r(10, 3, 8)), "q must be a 4-D tensor"),
+    Case("k_shape", call_fwd, lambda: fwd(k=r(2, 11, 3, 8)), "k must have q's shape"),
+    Case("v_heads", call_fwd, lambda: fwd(v=r(2, 10, 4, 4)), "v must match q in B, T and H"),
+    Case("v_batch", call_fwd, lambda: fwd(v=r(1, 10, 3, 4)), "v must match q in B, T and H"),
+    Case("v_dtype", call_fwd, lambda: fwd(v=r(2, 10, 3, 4, dtype=torch.bfloat16)), "v must have q's dtype"),
+    Case("int_dtype", call_fwd,
+         lambda: fwd(*(torch.ones(2, 10, 3, d, dtype=torch.int32) for d in (8, 8, 4))),
+         "q must be float32, float16 or bfloat16"),
+    Case("k_device", call_fwd, lambda: fwd(k=r(2, 10, 3, 8, device="meta")), "k must be on the same device as q",
+         traced_match="found at least two devices"),
+    Case("Dk_257", call_fwd, lambda: fwd(r(1, 2, 1, 257), r(1, 2, 1, 257), r(1, 2, 1, 4)), "Dk must be in"),
+    Case("Dv_300", call_fwd, lambda: fwd(v=r(2, 10, 3, 300)), "Dv must be in"),
+    Case("T_0", call_fwd, lambda: fwd(r(2, 0, 3, 8), r(2, 0, 3, 8), r(2, 0, 3, 4)), "q must have B, T, H >= 1"),
+    Case("q_last_dim_stride", call_fwd, lambda: fwd(q=r(2, 10, 3, 16)[..., ::2]),
+         "q must have a contiguous last dimension"),
+    Case("v_last_dim_stride", call_fwd, lambda: fwd(v=r(2, 10, 4, 3).transpose(-1, -2)),
+         "v must have a contiguous last dimension"),
+    Case("slope_shape", call_fwd, lambda: fwd(slope=torch.rand(4)), r"slope must have shape \[H\]"),
+    Case("slope_dtype", call_fwd, lambda: fwd(slope=torch.rand(3, dtype=torch.float16)), "slope must be float32"),
+    Case("slope_negative", call_fwd, lambda: fwd(slope=torch.tensor([0.1, -0.2, 0.3])), "slope must be >= 0",
+         reads_values=True),
+    Case("initial_state_shape", call_fwd, lambda: fwd(initial_state=torch.zeros(2, 3, 4, 8)),
+         r"initial_state must have shape \[N, H, Dk, Dv\]"),
+    Case("initial_state_dtype", call_fwd,
+         lambda: fwd(initial_state=torch.zeros(2, 3, 8, 4, dtype=torch.bfloat16)), "initial_state must be Float"),
+    Case("cu_seqlens_dtype", call_fwd, lambda: packed(cu_seqlens=torch.tensor([0.0, 10.0])),
+         "cu_seqlens must be int32 or int64"),
+    Case("cu_seqlens_rank", call_fwd, lambda: packed(cu_seqlens=torch.tensor([10], dtype=torch.int32)),
+         r"cu_seqlens must be 1-D \[N \+ 1\]"),
+    Case("cu_seqlens_batch", call_fwd, lambda: fwd(cu_seqlens=torch.tensor([0, 4, 10], dtype=torch.int32)),
+         "with cu_seqlens the batch must be packed into B = 1, got B = 2"),
+    Case("cu_seqlens_state_rows", call_fwd,
+         lambda: packed(cu_seqlens=torch.tensor([0, 4, 10], dtype=torch.int32), initial_state=torch.zeros(1, 3, 8, 4)),
+         r"initial_state must have shape \[N, H, Dk, Dv\] = \[2, 3, 8, 4\]"),
+    Case("cu_seqlens_decreasing", call_fwd, lambda: packed(cu_seqlens=torch.tensor([0, 6, 4, 10], dtype=torch.int32)),
+         "cu_seqlens must be non-decreasing", reads_values=True),
+    Case("cu_seqlens_end", call_fwd, lambda: packed(cu_seqlens=torch.tensor([0, 4, 9], dtype=torch.int32)),
+         "cu_seqlens must end at the packed length T = 10", reads_values=True),
+    Case("cu_seqlens_start", call_fwd, lambda: packed(cu_seqlens=torch.tensor([1, 4, 10], dtype=torch.int32)),
+         "cu_seqlens must start at 0", reads_values=True),
+    Case("bwd_do_shape", call_bwd, lambda: dict(do=r(2, 10, 3, 8), **fwd()), "do must have v's shape"),
+    Case("bwd_do_dtype", call_bwd, lambda: dict(do=r(2, 10, 3, 4, dtype=torch.float16), **fwd()),
+         "do must have q's dtype"),
+    Case("decode_state_shape", call_decode, lambda: decode(torch.zeros(2, 3, 8, 8)),
+         r"state must have shape \[B, H, Dk, Dv\]"),
+    Case("decode_state_dtype", call_decode, lambda: decode(torch.zeros(2, 3, 8, 4, dtype=torch.float16)),
+         "state must be Float"),
+    Case("decode_state_contiguous", call_decode, lambda: decode(torch.zeros(2, 3, 4, 8).transpose(-1, -2)),
+         "state must be contiguous"),
+    Case("decode_slope_shape", call_decode, lambda: decode(torch.zeros(2, 3, 8, 4), torch.rand(5)),
+         r"slope must have shape \[H\]"),
+    Case("decode_q_rank", call_decode, lambda: dict(decode(torch.zeros(2, 3, 8, 4)), q=r(2, 3, 1, 8)),
+         "q must be a 3-D tensor"),
+    Case("srms_norm_dtype", la.srms_norm, lambda: dict(x=torch.ones(4, 8, dtype=torch.int64)),
+         "x must be float32, float16 or bfloat16"),
+    Case("srms_norm_bwd_dy_shape", call_srms_bwd, lambda: dict(dy=r(4, 7), x=r(4, 8), rstd=r(4)),
+         "dy must have x's shape"),
+    Case("srms_norm_bwd_rstd_shape", call_srms_bwd, lambda: dict(dy=r(4, 8), x=r(4, 8), rstd=r(5)),
+         r"rstd must have shape x.shape\[:-1\]"),
+    Case("srms_norm_bwd_rstd_dtype", call_srms_bwd,
+         lambda: dict(dy=r(4, 8, dtype=torch.bfloat16), x=r(4, 8, dtype=torch.bfloat16), rstd=r(4, dtype=torch.bfloat16)),
+         "rstd must be Float"),
+]
+
+
+def _value_error(excinfo, match):
+    """The ValueError raised by the checks, possibly wrapped by Dynamo's tracing errors."""
+    e = excinfo.value
+    seen = []
+    while e is not None and e not in seen:
+        seen.append(e)
+        if isinstance(e, ValueError):
+            break
+        e = e.__cause__ or e.__context__
+    assert isinstance(e, ValueError), f"no ValueError in {[type(x).__name__ for x in seen]}: {excinfo.value}"
+    assert re.search(match, str(e)), f"{match!r} not in: {e}"
+
+
+def run_case(case: Case, mode: str):
+    inputs = case.inputs()
+    if mode == "eager":
+        return case.fn(**inputs)
+    if mode == "fake":
+        with FakeTensorMode(allow_non_fake_inputs=False) as m:
+            return case.fn(**{k: (m.from_tensor(v) if isinstance(v, torch.Tensor) else v) for k, v in inputs.items()})
+    torch._dynamo.reset()
+    return torch.compile(case.fn, fullgraph=True, backend="aot_eager")(**inputs)
+
+
+MODES = [(c, m) for c in CASES for m in ("eager", "fake", "compile") if not (c.reads_values and m == "fake")]
+
+
+@pytest.mark.parametrize("case,mode", MODES, ids=[f"{c.id}-{m}" for c, m in MODES])
+def test_bad_input_raises_value_error(case, mode):
+    with pytest.raises(Exception) as excinfo:
+        run_case(case, mode)
+    if case.traced_match and mode != "eager":
+        assert re.search(case.traced_match, str(excinfo.value)), excinfo.value
+    else:
+        _value_error(excinfo, case.match)
+
+
+def test_table_cases_are_bad_only_in_the_named_argument():
+    """Each case's valid neighbour runs: fwd()/packed()/decode() with nothing replaced pass all checks."""
+    call_fwd(**fwd())
+    call_fwd(**packed(cu_seqlens=torch.tensor([0, 4, 10], dtype=torch.int32), initial_state=torch.zeros(2, 3, 8, 4)))
+    call_decode(**decode(torch.zeros(2, 3, 8, 4)))
+    call_bwd(r(2, 10, 3, 4), **fwd())
+    x = r(4, 8)
+    y, rstd = ops.srms_norm_fwd(x, 1e-6)
+    call_srms_bwd(torch.ones_like(y), x, rstd)
