@@ -15,7 +15,7 @@ from reference import lightning_attn_chunked_ref, lightning_attn_ref, rel_err, s
 # Relative error bounds on random inputs. Inputs are rounded to the dtype before the
 # reference sees them, so the bounds measure the kernel's own rounding: 16-bit copies
 # of the masked scores and of the state fed to the tensor cores. float32 inputs are
-# rounded to bfloat16 on their way to the tensor cores (KERNEL_NOTES.md), hence bf16 bounds.
+# rounded to bfloat16 on their way to the tensor cores (docs/kernels.md), hence bf16 bounds.
 TOL = {torch.float32: 1e-2, torch.float16: 4e-3, torch.bfloat16: 1e-2}
 DEV = "cuda"
 
@@ -337,8 +337,8 @@ def test_srms_norm(D, dtype):
 def test_hopper_kernels_taken(T, H, Dk):
     """On sm_90, 16-bit Dk = Dv = 128 calls run the wgmma kernels (forward, dq, dk/dv, and the
     split's state-only pass) rather than silently falling back to the portable ones; Dk = 256
-    runs them in 128-wide pieces; Dk = Dv = 64 runs them too (v12: forward-time and state-only
-    sweeps; v13: the dk/dv sweep)."""
+    runs them in 128-wide pieces; Dk = Dv = 64 runs them too (forward-time and state-only sweeps,
+    and the dk/dv sweep)."""
     q, k, v, slope, h0 = make_inputs(1, T, H, Dk, 64 if Dk == 64 else 128, torch.bfloat16, state=True)
     q, k, v = (x.requires_grad_() for x in (q, k, v))
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:

@@ -22,7 +22,7 @@ if [ -d .peers ] && [ "$MODE" != quick ]; then
   mv /tmp/peers/lightning_attn /tmp/peers/official_lightning_attn 2>/dev/null
   ls /tmp/peers
 fi
-# v6 (Hopper kernel) by part against float64, then beside v3 in one process
+# the Hopper kernels by part against float64, then beside the portable ones in one process
 [ "${CHECK:-1}" = 1 ] && timeout ${CHECK_TIMEOUT:-240} python3 benchmarks/gpu/sm90_check.py --out "$OUT" 2>&1 | tee "$OUT/sm90_check.log"
 if [ "${TESTS:-1}" = 1 ]; then
 t0=$(date +%s)

@@ -70,15 +70,16 @@ def check_varlen(rows, dtype, tol):
                dtype=str(dtype)[6:])
 
 
-# Variants timed side by side: (name, kernel options). v6 = Hopper kernels (Dk = 256 in 128-wide
-# pieces, the second k piece adding into o in the kernel); v3 = mma.sync kernels; nosplit = no
+# Variants timed side by side: (name, kernel options; docs/kernels.md). v6 = the defaults: Hopper
+# kernels (Dk = 256 in 128-wide pieces, the second k piece adding into o in the kernel); v3 = the
+# portable mma.sync kernels (both named after the versions in benchmarks/HISTORY.md); nosplit = no
 # sequence split (the plain grid even when it leaves SMs idle); acc0 = Dk = 256 pieces summed by
 # a separate add; ws = split states in a workspace instead of the output's rows; f2, f8 = 2 or 8
 # pass-1 sub-segments per segment instead of the plan's; notma = the full Hopper kernel with
-# cp.async loads and a block barrier per chunk instead of TMA and mbarriers (v8), and 4-byte row
+# cp.async loads and a block barrier per chunk instead of TMA and mbarriers, and 4-byte row
 # stores everywhere; rowstores = TMA loads but 4-byte row stores instead of stmatrix + TMA store
-# (v9 in the forward, v10 in the dk/dv sweep, v11 in the forward ACC piece of Dk = 256);
-# d64off = Dk = Dv = 64 on the portable kernels instead of the Hopper ones (v12 forward, v13 dk/dv).
+# (forward, dk/dv sweep and the forward ACC piece of Dk = 256);
+# d64off = Dk = Dv = 64 on the portable kernels instead of the Hopper ones (forward and dk/dv).
 VARIANTS = {
     "v6": {},
     "v3": {"hopper": False},

@@ -1,4 +1,4 @@
-// The generic chunked kernel (see chunk_params.h for the recurrence it computes).
+// The generic chunked kernel (see params.h for the recurrence it computes).
 //
 // One block = one (sequence, head, v tile of VT columns, segment), 8 warps. It loops
 // over the segment's chunks of 64 tokens with the fp32 state slice R[DK, VT] in

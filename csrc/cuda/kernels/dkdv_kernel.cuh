@@ -1,4 +1,4 @@
-// The fused dk/dv reversed sweep (see DkDvParams in chunk_params.h).
+// The fused dk/dv reversed sweep (see DkDvParams in params.h).
 //
 // One block = one (sequence, head, segment), 8 warps; warp (mt, ch) = (w % 4, w / 4)
 // owns rows [16mt, 16mt+16) of the chunk (reversed time) and column half ch of dv and

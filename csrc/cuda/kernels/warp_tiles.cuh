@@ -178,7 +178,7 @@ __device__ __forceinline__ void scale_rows(float (&acc)[NT][4], float f0, float 
 
 // Warps along the rows of a state slice R[DK, *] (the other kWarps / that along its columns):
 // one 16-row block per warp where DK allows. A 4 x 2 tiling (V fragments of the update loaded
-// by 4 warps instead of 8) measured 1-4% slower (benchmarks/HISTORY.md).
+// by 4 warps instead of 8) measured up to 4% slower (v5 in benchmarks/HISTORY.md).
 template <int DK>
 constexpr int state_row_warps() { return DK / 16 < kWarps ? DK / 16 : kWarps; }
 
@@ -186,7 +186,7 @@ constexpr int state_row_warps() { return DK / 16 < kWarps ? DK / 16 : kWarps; }
 // (col0: the block's first column of the whole state), read from or written to a
 // strided [Dk, Dv] matrix (null: zeros / nothing), and its 16-bit copy in shared memory.
 // spx is added once per 64 columns: 0 for a plain matrix; a split call that keeps its
-// segment states in the rows of its output (see lightning_attn_cuda.cu) stores each
+// segment states in the rows of its output (see plan.cu) stores each
 // 64-column panel as 128 output rows.
 // f(x, i, j) visits each fragment entry x with its state row i and column j.
 template <int RM, int NS, typename Frag, typename F>
