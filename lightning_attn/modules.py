@@ -159,8 +159,8 @@ class GatedLinearAttention(nn.Module):
             o = self._attend_cached(q, k, v, cu_seqlens, cache)
         elif self.sp_group is not None:
             from .distributed import sequence_parallel_attn
-            o = sequence_parallel_attn(q, k, v, slope=self.slope, scale=1.0, group=self.sp_group,
-                                       cu_seqlens=cu_seqlens)
+            o, _ = sequence_parallel_attn(q, k, v, slope=self.slope, scale=1.0, group=self.sp_group,
+                                          cu_seqlens=cu_seqlens)
         else:
             o, _ = lightning_attn_func(q, k, v, slope=self.slope, scale=1.0, cu_seqlens=cu_seqlens)
         o = srms_norm(o.reshape(B, T, C), self.norm_eps)  # norm over the full hidden size

@@ -15,7 +15,7 @@ for i in "${!DIRS[@]}"; do
   (cd "${DIRS[$i]}" && MAX_JOBS=16 python3 setup.py build_ext --inplace > "$OUT/build_${TAGS[$i]}.log" 2>&1) ||
     { tail -30 "$OUT/build_${TAGS[$i]}.log"; exit 1; }
 done
-for round in 1 2; do
+for round in $(seq "${AB_ROUNDS:-2}"); do
   for i in "${!DIRS[@]}"; do
     PYTHONPATH=$(cd "${DIRS[$i]}" && pwd) timeout 120 python3 benchmarks/gpu/ab_time.py --tag "${TAGS[$i]}" \
       --out "$OUT/ab.jsonl" > /dev/null

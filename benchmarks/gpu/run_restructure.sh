@@ -44,7 +44,7 @@ print("all finite:", all(c is None or c[2] for d in (a, b) for r in d.values() f
 PY
       stamp "bits" ;;
     ab)
-      timeout 330 bash benchmarks/gpu/run_ab.sh > "$OUT/ab_table.txt" 2>&1
+      timeout ${AB_TIMEOUT:-330} bash benchmarks/gpu/run_ab.sh > "$OUT/ab_table.txt" 2>&1; tail -14 "$OUT/ab_table.txt"
       stamp "ab rc=$?" ;;
     tests)
       PYTHONPATH=$PWD timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -rf -p no:cacheprovider tests \

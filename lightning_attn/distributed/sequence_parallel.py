@@ -31,7 +31,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ..ops import _ops, _state_dtype, lightning_attn_func
+from ..ops import acc_dtype, lightning_attn_func
+
+_ops = torch.ops.lightning_attn
 
 __all__ = ["sequence_parallel_attn"]
 
@@ -178,7 +180,7 @@ class _SequenceParallelAttn(torch.autograd.Function):
         B, T, H, Dk = q.shape
         Dv = v.shape[-1]
         world, rank = dist.get_world_size(group), dist.get_rank(group)
-        sdt = _state_dtype(q)
+        sdt = acc_dtype(q.dtype)
         dev = q.device
         Bc = B if lay.local_cu is None else 1
         P, F = lay.tail_start, lay.first_len
@@ -244,7 +246,7 @@ class _SequenceParallelAttn(torch.autograd.Function):
         B, T, H, Dk = q.shape
         Dv = v.shape[-1]
         world, rank = dist.get_world_size(group), dist.get_rank(group)
-        sdt = _state_dtype(q)
+        sdt = acc_dtype(q.dtype)
         dev = q.device
         Bc = B if lay.local_cu is None else 1
         P, F = lay.tail_start, lay.first_len
@@ -310,7 +312,7 @@ def sequence_parallel_attn(
     cu_seqlens: Optional[Tensor] = None,
     initial_state: Optional[Tensor] = None,
     output_final_state: bool = False,
-):
+) -> Tuple[Tensor, Optional[Tensor]]:
     """Lightning attention over a sequence split across the ranks of ``group`` (LASP-2 with decay).
 
     Same math as ``lightning_attn_func`` on the whole sequence (``S_t = lambda S_{t-1} + k_t v_t^T;
@@ -333,10 +335,11 @@ def sequence_parallel_attn(
             dense), zeros on the others: ``all_reduce(SUM)`` over the group gives it to every rank.
 
     Returns:
-        o ``[B, T, H, Dv]`` (this rank's piece, q's dtype), or ``(o, final_state)`` with output_final_state.
+        ``(o, final_state)`` as ``lightning_attn_func`` returns them: o ``[B, T, H, Dv]`` (this rank's
+        piece, q's dtype); final_state as above, or None without output_final_state.
 
     Example (2 ranks, each with half of a 2048-token sequence):
-        >>> o = sequence_parallel_attn(q_half, k_half, v_half, slope=tnl_slopes(8, 0, 12), group=sp_group)
+        >>> o, _ = sequence_parallel_attn(q_half, k_half, v_half, slope=tnl_slopes(8, 0, 12), group=sp_group)
     """
     if not dist.is_available() or not dist.is_initialized():
         raise RuntimeError("sequence_parallel_attn needs torch.distributed initialised "
@@ -355,7 +358,7 @@ def sequence_parallel_attn(
     if world == 1:
         o, final = lightning_attn_func(q, k, v, slope=slope, scale=scale, initial_state=initial_state,
                                        output_final_state=output_final_state, cu_seqlens=cu_seqlens)
-        return (o, final) if output_final_state else o
+        return o, final
     if cu_seqlens is None:
         lay, cu_local, n_seq = _dense_layout(B, T, rank, world), None, B
     else:
@@ -369,4 +372,4 @@ def sequence_parallel_attn(
                          f"got {list(initial_state.shape)}.")
     o, final = _SequenceParallelAttn.apply(q, k, v, initial_state, slope, float(scale), group, lay, cu_local,
                                            output_final_state, n_seq)
-    return (o, final) if output_final_state else o
+    return o, (final if output_final_state else None)
