@@ -18,7 +18,7 @@ files=("$@")
 out=$(mktemp -d)
 gencodes=""
 for a in $ARCHS; do gencodes+=" -gencode=arch=compute_$a,code=sm_$a"; done
-export NVCC TORCH_INC PY_INC ABI out gencodes
+export NVCC TORCH_INC PY_INC ABI out gencodes ARCHS
 compile_one() {
   f=$1
   log="$out/${f//\//_}.log"
