@@ -54,11 +54,14 @@ def extension():
     rel = lambda pattern: sorted(os.path.relpath(p, ROOT)
                                  for p in glob.glob(os.path.join(ROOT, pattern), recursive=True))
     sources = rel("csrc/*.cpp") + rel("csrc/cpu/*.cpp") + rel("csrc/meta/*.cpp")
-    cxx = ["-O3", "-std=c++17", "-fopenmp"]
+    # No -std here: torch's cpp_extension adds the standard torch itself was built with (C++20
+    # since torch 2.11, C++17 before). An extension built to another standard than torch's own
+    # headers crashed on the first exception it threw (torch 2.11, CUDA build).
+    cxx = ["-O3", "-fopenmp"]
     if not use_cuda():
         return CppExtension("lightning_attn._C", sources, extra_compile_args={"cxx": cxx},
                             extra_link_args=["-fopenmp"])
-    nvcc = ["-O3", "-std=c++17", "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo",
+    nvcc = ["-O3", "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo",
             *gencode_flags()]
     return CUDAExtension(
         "lightning_attn._C", sources + rel("csrc/cuda/**/*.cu"),

@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 ARCHS=${ARCHS:-80 86 89 90a}
+# The standard torch's cpp_extension builds extensions with (setup.py leaves it to torch):
+# C++20 for the torch CI installs.
+CXX_STD=${CXX_STD:-c++20}
 TORCH_INC=$(python3 -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'include'))")
 PY_INC=$(python3 -c "import sysconfig; print(sysconfig.get_paths()['include'])")
 ABI=$(python3 -c "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))")
@@ -18,12 +21,12 @@ files=("$@")
 out=$(mktemp -d)
 gencodes=""
 for a in $ARCHS; do gencodes+=" -gencode=arch=compute_$a,code=sm_$a"; done
-export NVCC TORCH_INC PY_INC ABI out gencodes ARCHS
+export CXX_STD NVCC TORCH_INC PY_INC ABI out gencodes ARCHS
 compile_one() {
   f=$1
   log="$out/${f//\//_}.log"
   # shellcheck disable=SC2086
-  if ! "$NVCC" -c -std=c++17 -O3 --use_fast_math --expt-relaxed-constexpr $gencodes -Xptxas=-v \
+  if ! "$NVCC" -c -std=$CXX_STD -O3 --use_fast_math --expt-relaxed-constexpr $gencodes -Xptxas=-v \
       -D_GLIBCXX_USE_CXX11_ABI="$ABI" -DLIGHTNING_ATTN_BUILT_ARCHS=ci \
       -Icsrc -I"$TORCH_INC" -I"$TORCH_INC/torch/csrc/api/include" -I"$PY_INC" \
       "$f" -o "$out/${f//\//_}.o" > "$log" 2>&1; then

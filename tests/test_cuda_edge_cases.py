@@ -32,13 +32,15 @@ def inputs(B, T, H, D, dtype, slope):
 
 def check_against_ref(o, grads, q, k, v, slope, do, ref_dtype=torch.float64, chunk=256, h0=None):
     """o and (dq, dk, dv) against the chunked reference in ref_dtype, with the bound from the
-    same chunked computation in q's dtype."""
+    same chunked computation in the precision the kernels compute in: q's dtype, and bfloat16
+    for float32 inputs (the CUDA kernels round those to bfloat16 for the tensor cores)."""
+    base_dtype = torch.bfloat16 if q.dtype == torch.float32 else q.dtype
     leaves = [x.detach().to(ref_dtype).requires_grad_() for x in (q, k, v)]
     ro, _ = lightning_attn_chunked_ref(*leaves, slope, 1.0, h0, chunk=chunk, dtype=ref_dtype)
     rgrads = torch.autograd.grad(ro, leaves, do.to(ref_dtype))
-    low = [x.detach().requires_grad_() for x in (q, k, v)]
-    bo, _ = lightning_attn_chunked_ref(*low, slope, 1.0, h0, chunk=chunk, dtype=q.dtype)
-    bgrads = torch.autograd.grad(bo, low, do)
+    low = [x.detach().to(base_dtype).requires_grad_() for x in (q, k, v)]
+    bo, _ = lightning_attn_chunked_ref(*low, slope, 1.0, h0, chunk=chunk, dtype=base_dtype)
+    bgrads = torch.autograd.grad(bo, low, do.to(base_dtype))
     assert rel_err(o, ro) <= tol_from_baseline(ro, bo, floor=1e-3), (rel_err(o, ro), rel_err(bo, ro))
     for name, g, r, b in zip("qkv", grads, rgrads, bgrads):
         assert rel_err(g, r) <= tol_from_baseline(r, b, floor=1e-3), (name, rel_err(g, r), rel_err(b, r))
