@@ -30,6 +30,15 @@ state = hT.clone()
 od = la.lightning_attn_decode(x, x, x, state, slope, 0.5)
 S2 = lam[None, :, None, None] * S + x[..., :, None].double() * x[..., None, :].double()
 assert torch.allclose(od.double(), 0.5 * torch.einsum("bhk,bhkv->bhv", x.double(), S2), atol=1e-4)
+# several tokens per call, from slots of a state pool: the same as the steps above
+pool = torch.zeros(3, H, D, D)
+pool[2] = hT[0]
+o2, _ = la.lightning_attn_decode_tokens(x[:1, None], x[:1, None], x[:1, None], pool, slope, 0.5,
+                                        slot_ids=torch.tensor([2], dtype=torch.int32))
+assert torch.allclose(o2[:, 0], od[:1], atol=1e-5) and torch.allclose(pool[2], state[0], atol=1e-5)
+# prefill with a state every 16 tokens
+_, fin, ck = la.lightning_attn_prefill(q, k, v, 16, slope, 0.5)
+assert ck.shape == (B, 3, H, D, D) and torch.allclose(fin, hT, atol=1e-4)
 # gradients exist and are finite
 qg = q.clone().requires_grad_()
 la.lightning_attn_func(qg, k, v, slope)[0].sum().backward()

@@ -41,6 +41,15 @@ at::Tensor decode(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
   return handle.call(q, k, v, state, slope, scale);
 }
 
+std::tuple<at::Tensor, at::Tensor> decode_tokens(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 at::Tensor& state, OptT slope, double scale, OptT slot_ids,
+                                                 OptT num_accepted, bool output_states) {
+  static const auto handle = op<std::tuple<at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, at::Tensor&, OptT, double, OptT, OptT, bool)>(
+      "lightning_attn::decode_tokens");
+  return handle.call(q, k, v, state, slope, scale, slot_ids, num_accepted, output_states);
+}
+
 std::tuple<at::Tensor, at::Tensor> srms_norm_forward(const at::Tensor& x, double eps) {
   static const auto handle =
       op<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, double)>("lightning_attn::srms_norm_fwd");

@@ -92,6 +92,7 @@ void check_slope(const std::optional<at::Tensor>& slope, const char* op, const S
 
 constexpr const char* kFwd = "lightning_attn";
 constexpr const char* kDecode = "lightning_attn.decode";
+constexpr const char* kDecodeTokens = "lightning_attn.decode_tokens";
 constexpr const char* kSrms = "lightning_attn.srms_norm";
 
 // x of srms_norm_fwd and srms_norm_bwd: [..., D], D >= 1, a float dtype.
@@ -200,6 +201,53 @@ void check_decode_inputs(const at::Tensor& q, const at::Tensor& k, const at::Ten
   check_slope(slope, kDecode, d.H, d.state_dtype, q);
 }
 
+void check_decode_tokens_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& state, const std::optional<at::Tensor>& slope,
+                                const std::optional<at::Tensor>& slot_ids,
+                                const std::optional<at::Tensor>& num_accepted, bool output_states) {
+  const char* op = kDecodeTokens;
+  for (auto [x, name] : {std::pair{&q, "q"}, {&k, "k"}, {&v, "v"}}) {
+    TORCH_CHECK_VALUE(x->dim() == 4, op, ": ", name, " must be a 4-D tensor [B, K, H, D], got shape ",
+                      str(x->sym_sizes()));
+    check_same_device(*x, op, name, q, "q");
+    TORCH_CHECK_VALUE(x->scalar_type() == q.scalar_type(), op, ": ", name, " must have q's dtype (",
+                      q.scalar_type(), "), got ", x->scalar_type());
+    check_last_dim_contiguous(*x, op, name);
+  }
+  check_float_dtype(q, op, "q");
+  const SymInt& B = q.sym_size(0);
+  const SymInt& K = q.sym_size(1);
+  LA_CHECK_SYM(in_range(K, 1, kMaxDecodeTokens), op, ": q must have K (dim 1, tokens per sequence) in [1, ",
+               kMaxDecodeTokens, "], got ", str(K));
+  LA_CHECK_SYM(shape_is(k.sym_sizes(), q.sym_sizes()), op, ": k must have q's shape ", str(q.sym_sizes()),
+               ", got ", str(k.sym_sizes()));
+  LA_CHECK_SYM(B.sym_eq(v.sym_size(0)) & K.sym_eq(v.sym_size(1)) & q.sym_size(2).sym_eq(v.sym_size(2)), op,
+               ": v must be [B, K, H, Dv] with q's B, K and H, got ", str(v.sym_sizes()));
+  const SymInt rows = slot_ids.has_value() && state.dim() == 4 ? state.sym_size(0) : B;
+  const SymAttnDims d{B, 1, q.sym_size(2), q.sym_size(3), v.sym_size(3), rows, false, acc_dtype(q)};
+  check_head_dims(d.Dk, d.Dv, op);
+  check_state(state, op, "state", slot_ids.has_value() ? "num_slots" : "B", rows, d, q);
+  LA_CHECK_SYM(state.sym_is_contiguous(), op, ": state must be contiguous (it is updated in place)");
+  if (slot_ids.has_value()) {
+    const at::Tensor& s = *slot_ids;
+    check_same_device(s, op, "slot_ids", q, "q");
+    LA_CHECK_SYM(shape_is(s.sym_sizes(), {B}), op, ": slot_ids must have shape [B] = [", str(B), "], got ",
+                 str(s.sym_sizes()));
+    TORCH_CHECK_VALUE(s.scalar_type() == at::kInt, op, ": slot_ids must be int32, got ", s.scalar_type());
+  }
+  if (num_accepted.has_value()) {
+    const at::Tensor& a = *num_accepted;
+    TORCH_CHECK_VALUE(!output_states, op,
+                      ": give num_accepted (advance the state) or output_states (return every state), not both");
+    check_same_device(a, op, "num_accepted", q, "q");
+    LA_CHECK_SYM(shape_is(a.sym_sizes(), {B}), op, ": num_accepted must have shape [B] = [", str(B),
+                 "], got ", str(a.sym_sizes()));
+    TORCH_CHECK_VALUE(a.scalar_type() == at::kInt || a.scalar_type() == at::kLong, op,
+                      ": num_accepted must be int32 or int64, got ", a.scalar_type());
+  }
+  check_slope(slope, op, d.H, d.state_dtype, q);
+}
+
 void check_srms_norm_input(const at::Tensor& x, double eps) {
   check_srms_norm_x(x);
   TORCH_CHECK_VALUE(eps >= 0, kSrms, ": eps must be >= 0, got ", eps);
@@ -233,6 +281,23 @@ void check_cu_seqlens_values(const at::Tensor& cu, int64_t T) {
                     T, ", got ", c[-1].item<int64_t>());
   TORCH_CHECK_VALUE(!(c.diff() < 0).any().item<bool>(), kFwd, ": cu_seqlens must be non-decreasing, got ",
                     c);
+}
+
+void check_decode_tokens_values(const std::optional<at::Tensor>& slot_ids, int64_t num_slots,
+                                const std::optional<at::Tensor>& num_accepted, int64_t K) {
+  if (slot_ids.has_value() && slot_ids->numel() > 0) {
+    const at::Tensor s = slot_ids->to(at::kLong);
+    TORCH_CHECK_VALUE(s.min().item<int64_t>() >= -1 && s.max().item<int64_t>() < num_slots, kDecodeTokens,
+                      ": slot_ids must be in [-1, num_slots = ", num_slots, "), got ", s);
+    const at::Tensor used = s.masked_select(s >= 0);
+    TORCH_CHECK_VALUE(std::get<0>(at::_unique(used)).numel() == used.numel(), kDecodeTokens,
+                      ": slot_ids must be distinct (each slot holds one sequence's state), got ", s);
+  }
+  if (num_accepted.has_value() && num_accepted->numel() > 0) {
+    const at::Tensor a = num_accepted->to(at::kLong);
+    TORCH_CHECK_VALUE(a.min().item<int64_t>() >= 0 && a.max().item<int64_t>() <= K, kDecodeTokens,
+                      ": num_accepted must be in [0, K = ", K, "], got ", a);
+  }
 }
 
 }  // namespace lightning_attn

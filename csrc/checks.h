@@ -16,9 +16,9 @@
 #include <optional>
 #include <vector>
 
-namespace lightning_attn {
+#include "op_limits.h"
 
-constexpr int64_t kMaxHeadDim = 256;
+namespace lightning_attn {
 
 // Sizes of one call, read off the canonical [B, T, H, D] views. Int is int64_t for the
 // kernels, which see concrete tensors, and c10::SymInt for the Meta kernels.
@@ -82,6 +82,14 @@ void check_bwd_inputs(const at::Tensor& dout, const at::Tensor& v, const AttnDim
 void check_decode_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const at::Tensor& state, const std::optional<at::Tensor>& slope);
 
+// decode_tokens: q, k: [B, K, H, Dk]; v: [B, K, H, Dv] with 1 <= K <= kMaxDecodeTokens; state:
+// [B, H, Dk, Dv], or a pool [num_slots, H, Dk, Dv] with slot_ids (int32 [B]); num_accepted: int32
+// or int64 [B], not with output_states. Sizes, dtypes and devices only (see the values check).
+void check_decode_tokens_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& state, const std::optional<at::Tensor>& slope,
+                                const std::optional<at::Tensor>& slot_ids,
+                                const std::optional<at::Tensor>& num_accepted, bool output_states);
+
 // x: [..., D] with D >= 1, a float dtype; eps >= 0.
 void check_srms_norm_input(const at::Tensor& x, double eps);
 
@@ -92,5 +100,8 @@ void check_srms_norm_bwd_inputs(const at::Tensor& dy, const at::Tensor& x, const
 // (CUDA ops never synchronise with the host: their kernels clamp instead).
 void check_slope_values(const at::Tensor& slope);
 void check_cu_seqlens_values(const at::Tensor& cu_seqlens, int64_t T);
+// slot_ids in [-1, num_slots) and distinct apart from -1; num_accepted in [0, K].
+void check_decode_tokens_values(const std::optional<at::Tensor>& slot_ids, int64_t num_slots,
+                                const std::optional<at::Tensor>& num_accepted, int64_t K);
 
 }  // namespace lightning_attn

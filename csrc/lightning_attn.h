@@ -34,6 +34,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
 at::Tensor decode(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& state,
                   const std::optional<at::Tensor>& slope = std::nullopt, double scale = 1.0);
 
+// K tokens per sequence (q, k [B, K, H, Dk], v [B, K, H, Dv]) from state [B, H, Dk, Dv] or from
+// the rows slot_ids of a pool [num_slots, H, Dk, Dv]: o [B, K, H, Dv] and, with output_states,
+// every state [B, K, H, Dk, Dv] (the state then stays as it was); else the state advances by
+// num_accepted[b] tokens, or all K. See the schema in ops.cpp.
+std::tuple<at::Tensor, at::Tensor> decode_tokens(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 at::Tensor& state,
+                                                 const std::optional<at::Tensor>& slope = std::nullopt,
+                                                 double scale = 1.0,
+                                                 const std::optional<at::Tensor>& slot_ids = std::nullopt,
+                                                 const std::optional<at::Tensor>& num_accepted = std::nullopt,
+                                                 bool output_states = false);
+
 // SRMSNorm: y, rstd = srms_norm_forward(x, eps); dx = srms_norm_backward(dy, x, rstd).
 std::tuple<at::Tensor, at::Tensor> srms_norm_forward(const at::Tensor& x, double eps = 1e-6);
 at::Tensor srms_norm_backward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& rstd);

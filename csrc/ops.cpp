@@ -22,6 +22,15 @@ TORCH_LIBRARY(lightning_attn, m) {
   m.def(
       "decode(Tensor q, Tensor k, Tensor v, Tensor(a!) state, Tensor? slope, "
       "float scale) -> Tensor o");
+  // K tokens per sequence in one call (multi-token decode, speculative verify), from each
+  // sequence's state [B, H, Dk, Dv] or from the rows slot_ids (int32 [B]; -1 skips the sequence:
+  // zero outputs, pool untouched) of a state pool [num_slots, H, Dk, Dv]. q, k: [B, K, H, Dk],
+  // v: [B, K, H, Dv]; o: [B, K, H, Dv]. The state advances in place by num_accepted[b] tokens when
+  // given, else by all K, except with output_states: then it is only read and states
+  // [B, K, H, Dk, Dv] (float32) holds the state after each token (else an empty tensor).
+  m.def(
+      "decode_tokens(Tensor q, Tensor k, Tensor v, Tensor(a!) state, Tensor? slope, float scale, "
+      "Tensor? slot_ids, Tensor? num_accepted, bool output_states) -> (Tensor o, Tensor states)");
   // SRMSNorm: y = x * rsqrt(mean(x^2, -1) + eps); rstd is float32 [x.shape[:-1]].
   m.def("srms_norm_fwd(Tensor x, float eps) -> (Tensor y, Tensor rstd)");
   m.def("srms_norm_bwd(Tensor dy, Tensor x, Tensor rstd) -> Tensor dx");

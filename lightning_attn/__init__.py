@@ -1,6 +1,6 @@
 """lightning_attn: Lightning Attention as torch operators, and the TransNormerLLM model.
 
-Ops (ops.py): lightning_attn_func, lightning_attn_decode, srms_norm; decay schedules (decay.py);
+Ops (ops.py): lightning_attn_func, lightning_attn_decode, lightning_attn_decode_tokens, srms_norm; lightning_attn_prefill (prefill.py); decay schedules (decay.py);
 nn modules (modules.py), the TNL model (model.py), its recurrent cache (cache.py) and
 generation (generation.py), the chunked linear + cross-entropy loss (loss.py). On demand: lightning_attn.distributed (sequence/data parallel),
 lightning_attn.hf (transformers integration), lightning_attn.baseline (Transformer baseline).
@@ -20,10 +20,11 @@ from .kernel_options import KernelOptions, current_kernel_options, kernel_option
 from .loss import linear_cross_entropy
 from .model import TNLConfig, TransNormerLLM
 from .modules import LRPE, SGLU, GatedLinearAttention, LightningAttention, SRMSNorm, TNLBlock
-from .ops import lightning_attn_decode, lightning_attn_func, srms_norm
+from .ops import lightning_attn_decode, lightning_attn_decode_tokens, lightning_attn_func, srms_norm
+from .prefill import lightning_attn_prefill
 
 __all__ = [
-    "lightning_attn_func", "lightning_attn_decode", "srms_norm", "tnl_slopes",
+    "lightning_attn_func", "lightning_attn_decode", "lightning_attn_decode_tokens", "lightning_attn_prefill", "srms_norm", "tnl_slopes",
     "SRMSNorm", "LRPE", "GatedLinearAttention", "SGLU", "TNLBlock", "LightningAttention",
     "TNLCache", "TNLConfig", "TransNormerLLM", "generate", "linear_cross_entropy",
     "KernelOptions", "kernel_options", "set_kernel_options", "current_kernel_options",

@@ -111,7 +111,8 @@ def lightning_attn_func(
 
 
 def lightning_attn_decode(
-    q: Tensor, k: Tensor, v: Tensor, state: Tensor, slope: Optional[Tensor] = None, scale: float = 1.0
+    q: Tensor, k: Tensor, v: Tensor, state: Tensor, slope: Optional[Tensor] = None, scale: float = 1.0,
+    *, slot_ids: Optional[Tensor] = None,
 ) -> Tensor:
     """One decoding step for a batch of sequences; updates ``state`` in place.
 
@@ -119,8 +120,11 @@ def lightning_attn_decode(
 
     Args:
         q, k: ``[B, H, Dk]``; v: ``[B, H, Dv]``; any float dtype of the contract.
-        state: float32 ``[B, H, Dk, Dv]``, contiguous; e.g. the final_state of a prefill.
+        state: float32 ``[B, H, Dk, Dv]``, contiguous; e.g. the final_state of a prefill. Or a
+            state pool ``[num_slots, H, Dk, Dv]`` with ``slot_ids``.
         slope: float32 ``[H]`` or None.
+        slot_ids: int32 ``[B]``, each sequence's row of the pool (-1: skip, zero output); as
+            in :func:`lightning_attn_decode_tokens`.
 
     Returns:
         o: ``[B, H, Dv]`` in q's dtype.
@@ -129,7 +133,53 @@ def lightning_attn_decode(
         >>> state = torch.zeros(4, 8, 64, 64)
         >>> o = lightning_attn_decode(q_t, k_t, v_t, state, slope)
     """
+    if slot_ids is not None:
+        o, _ = _ops.decode_tokens(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), state, slope, float(scale),
+                                  slot_ids, None, False)
+        return o.squeeze(1)
     return _ops.decode(q, k, v, state, slope, float(scale))
+
+
+def lightning_attn_decode_tokens(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    state: Tensor,
+    slope: Optional[Tensor] = None,
+    scale: float = 1.0,
+    *,
+    slot_ids: Optional[Tensor] = None,
+    num_accepted: Optional[Tensor] = None,
+    output_states: bool = False,
+) -> Tuple[Tensor, Optional[Tensor]]:
+    """K tokens per sequence in one launch: multi-token decode and speculative verify.
+
+    Equal to K calls of :func:`lightning_attn_decode`, token after token, from each sequence's
+    state. What happens to ``state``:
+
+    - neither ``num_accepted`` nor ``output_states``: advanced in place by all K tokens;
+    - ``output_states=True``: only read; the state after each token is returned (verify
+      first, then keep ``states[b, a - 1]`` for the ``a`` accepted tokens);
+    - ``num_accepted`` (int32/int64 ``[B]``, on the device): advanced by exactly
+      ``num_accepted[b]`` tokens (0 leaves it as it was), outputs for all K.
+
+    Args:
+        q, k: ``[B, K, H, Dk]``; v: ``[B, K, H, Dv]``; 1 <= K <= 16.
+        state: float32 ``[B, H, Dk, Dv]``, or a pool ``[num_slots, H, Dk, Dv]`` with ``slot_ids``.
+        slot_ids: int32 ``[B]``, the pool row of each sequence; -1 skips a sequence (zero
+            outputs, pool untouched). Checked on the CPU (in range, distinct); on CUDA, with
+            no host synchronisation, ids outside ``[0, num_slots)`` skip and ``num_accepted``
+            is clamped to ``[0, K]``.
+
+    Returns:
+        ``(o, states)``: o ``[B, K, H, Dv]`` in q's dtype; states float32 ``[B, K, H, Dk, Dv]``
+        with ``output_states``, else None.
+
+    Example:
+        >>> o, states = lightning_attn_decode_tokens(q, k, v, pool, slope, slot_ids=slots, output_states=True)
+    """
+    o, states = _ops.decode_tokens(q, k, v, state, slope, float(scale), slot_ids, num_accepted, output_states)
+    return o, (states if output_states else None)
 
 
 def srms_norm(x: Tensor, eps: float = 1e-6) -> Tensor:

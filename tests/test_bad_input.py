@@ -39,12 +39,30 @@ def decode(state, slope=None):
     return dict(q=r(2, 3, 8), k=r(2, 3, 8), v=r(2, 3, 4), state=state, slope=slope)
 
 
+def tokens(K=3, state=None, **kw):
+    """decode_tokens on q/k [2, K, 3, 8], v [2, K, 3, 4] from a [2, 3, 8, 4] state, any replaced."""
+    d = dict(q=r(2, K, 3, 8), k=r(2, K, 3, 8), v=r(2, K, 3, 4), state=torch.zeros(2, 3, 8, 4) if state is None else state)
+    d.update(kw)
+    return d
+
+
+def pool(ids, state=None, **kw):
+    """decode_tokens from slots ids (int32 unless a tensor is given) of a 5-slot pool."""
+    ids = ids if isinstance(ids, torch.Tensor) else torch.tensor(ids, dtype=torch.int32)
+    return tokens(state=torch.zeros(5, 3, 8, 4) if state is None else state, slot_ids=ids, **kw)
+
+
+def call_tokens(q, k, v, state, slot_ids=None, num_accepted=None, output_states=False):
+    return la.lightning_attn_decode_tokens(q, k, v, state, slot_ids=slot_ids, num_accepted=num_accepted,
+                                           output_states=output_states)[0]
+
+
 def call_fwd(q, k, v, **kw):
     return la.lightning_attn_func(q, k, v, **kw)[0]
 
 
-def call_decode(q, k, v, state, slope):
-    return la.lightning_attn_decode(q, k, v, state, slope=slope)
+def call_decode(q, k, v, state, slope, slot_ids=None):
+    return la.lightning_attn_decode(q, k, v, state, slope=slope, slot_ids=slot_ids)
 
 
 def call_bwd(do, q, k, v):
@@ -121,6 +139,28 @@ CASES = [
          r"slope must have shape \[H\]"),
     Case("decode_q_rank", call_decode, lambda: dict(decode(torch.zeros(2, 3, 8, 4)), q=r(2, 3, 1, 8)),
          "q must be a 3-D tensor"),
+    Case("tokens_K_0", call_tokens, lambda: tokens(K=0), r"K \(dim 1, tokens per sequence\) in \[1, 16\], got 0"),
+    Case("tokens_K_17", call_tokens, lambda: tokens(K=17), r"in \[1, 16\], got 17"),
+    Case("tokens_q_rank", call_tokens, lambda: tokens(q=r(2, 3, 8)), r"q must be a 4-D tensor \[B, K, H, D\]"),
+    Case("tokens_v_tokens", call_tokens, lambda: tokens(v=r(2, 2, 3, 4)), "v must be .B, K, H, Dv. with q's B, K and H"),
+    Case("tokens_state_shape", call_tokens, lambda: tokens(state=torch.zeros(2, 3, 8, 5)),
+         r"state must have shape \[B, H, Dk, Dv\] = \[2, 3, 8, 4\]"),
+    Case("pool_shape", call_tokens, lambda: pool([0, 1], state=torch.zeros(5, 3, 4, 4)),
+         r"state must have shape \[num_slots, H, Dk, Dv\] = \[5, 3, 8, 4\]"),
+    Case("slot_ids_dtype", call_tokens, lambda: pool(torch.tensor([0, 1])), "slot_ids must be int32"),
+    Case("slot_ids_shape", call_tokens, lambda: pool([0, 1, 2]), r"slot_ids must have shape \[B\] = \[2\]"),
+    Case("slot_ids_range", call_tokens, lambda: pool([0, 5]), r"slot_ids must be in \[-1, num_slots = 5\)",
+         reads_values=True),
+    Case("slot_ids_below", call_tokens, lambda: pool([-2, 1]), r"slot_ids must be in \[-1", reads_values=True),
+    Case("slot_ids_distinct", call_tokens, lambda: pool([3, 3]), "slot_ids must be distinct", reads_values=True),
+    Case("accepted_and_states", call_tokens,
+         lambda: tokens(num_accepted=torch.tensor([1, 1]), output_states=True), "not both"),
+    Case("accepted_dtype", call_tokens, lambda: tokens(num_accepted=torch.tensor([1.0, 1.0])),
+         "num_accepted must be int32 or int64"),
+    Case("accepted_range", call_tokens, lambda: tokens(num_accepted=torch.tensor([1, 4])),
+         r"num_accepted must be in \[0, K = 3\]", reads_values=True),
+    Case("decode_slot_ids_dtype", call_decode,
+         lambda: dict(decode(torch.zeros(5, 3, 8, 4)), slot_ids=torch.tensor([0, 1])), "slot_ids must be int32"),
     Case("srms_norm_dtype", la.srms_norm, lambda: dict(x=torch.ones(4, 8, dtype=torch.int64)),
          "x must be float32, float16 or bfloat16"),
     Case("srms_norm_bwd_dy_shape", call_srms_bwd, lambda: dict(dy=r(4, 7), x=r(4, 8), rstd=r(4)),
@@ -175,6 +215,9 @@ def test_table_cases_are_bad_only_in_the_named_argument():
     call_fwd(**fwd())
     call_fwd(**packed(cu_seqlens=torch.tensor([0, 4, 10], dtype=torch.int32), initial_state=torch.zeros(2, 3, 8, 4)))
     call_decode(**decode(torch.zeros(2, 3, 8, 4)))
+    call_tokens(**tokens())
+    call_tokens(**pool([4, -1], num_accepted=torch.tensor([3, 0])))
+    call_tokens(**tokens(K=16, output_states=True))
     call_bwd(r(2, 10, 3, 4), **fwd())
     x = r(4, 8)
     y, rstd = ops.srms_norm_fwd(x, 1e-6)

@@ -5,6 +5,7 @@
 # and compares them, times both alternately (run_ab.sh), then runs the CUDA tests on this tree.
 #   PHASES="bits ab tests" (default) | "check sanitize" (sm90_check --no-timing, compute-sanitizer)
 #   | "arch80": a copy built for sm_80 only must refuse this GPU with the error naming the archs
+#   | "edge" (tests/test_cuda_edge_cases.py) | "dtok" (bench_decode_tokens.py) | "diag" (diag_segv.py)
 # Both trees build for sm_90a only (LIGHTNING_ATTN_CUDA_ARCHS), the old tree's default.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -81,6 +82,9 @@ except RuntimeError as e:
     print("RuntimeError:", str(e).splitlines()[0][:400])
 PY
       stamp "arch80" ;;
+    dtok)
+      PYTHONPATH=$PWD timeout 120 python3 benchmarks/gpu/bench_decode_tokens.py --out "$OUT/decode_tokens.json" > "$OUT/decode_tokens.txt" 2>&1
+      stamp "decode_tokens rc=$?"; tail -12 "$OUT/decode_tokens.txt" ;;
     diag)
       PYTHONPATH=$PWD timeout 60 python3 benchmarks/gpu/diag_segv.py 2>&1 | tee "$OUT/diag.txt" | cut -c1-200 ;;
     edge)

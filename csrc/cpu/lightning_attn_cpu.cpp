@@ -225,12 +225,44 @@ Tensor decode_cpu(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& sta
   return o.mul_(scale).to(q.scalar_type());
 }
 
+// Sequence by sequence, token by token, in the state dtype: the contract written plainly.
+std::tuple<Tensor, Tensor> decode_tokens_cpu(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& state,
+                                             const std::optional<Tensor>& slope, double scale,
+                                             const std::optional<Tensor>& slot_ids,
+                                             const std::optional<Tensor>& num_accepted, bool output_states) {
+  const CpuKernelGuard guard;
+  check_decode_tokens_inputs(q, k, v, state, slope, slot_ids, num_accepted, output_states);
+  const int64_t B = q.size(0), K = q.size(1), H = q.size(2), Dk = q.size(3), Dv = v.size(3);
+  check_decode_tokens_values(slot_ids, state.size(0), num_accepted, K);
+  const auto acc = state.scalar_type();
+  const Tensor qf = q.to(acc), kf = k.to(acc), vf = v.to(acc);
+  const Tensor lambda = slope.has_value() ? at::exp(-slope->to(acc)).view({H, 1, 1}) : at::ones({H, 1, 1}, state.options());
+  Tensor o = at::zeros({B, K, H, Dv}, qf.options());
+  Tensor states = output_states ? at::zeros({B, K, H, Dk, Dv}, state.options()) : at::empty({0}, state.options());
+  const Tensor slots = slot_ids.has_value() ? slot_ids->to(at::kLong) : at::arange(B, at::kLong);
+  const Tensor accepted = num_accepted.has_value() ? num_accepted->to(at::kLong) : Tensor();
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t row = slots[b].item<int64_t>();
+    if (row < 0) continue;
+    const int64_t advance = accepted.defined() ? accepted[b].item<int64_t>() : (output_states ? 0 : K);
+    Tensor S = state[row].clone();  // [H, Dk, Dv]
+    for (int64_t t = 0; t < K; ++t) {
+      S = lambda * S + kf[b][t].unsqueeze(-1) * vf[b][t].unsqueeze(-2);
+      o[b][t].copy_(at::matmul(qf[b][t].unsqueeze(-2), S).squeeze(-2));
+      if (output_states) states[b][t].copy_(S);
+      if (t + 1 == advance) state[row].copy_(S);
+    }
+  }
+  return {o.mul_(scale).to(q.scalar_type()), states};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(lightning_attn, CPU, m) {
   m.impl("fwd", &fwd_cpu);
   m.impl("bwd", &bwd_cpu);
   m.impl("decode", &decode_cpu);
+  m.impl("decode_tokens", &decode_tokens_cpu);
 }
 
 }  // namespace lightning_attn

@@ -8,6 +8,7 @@
 
 #include "../checks.h"
 #include "context.h"
+#include "dispatch.h"
 #include "launch.h"
 #include "params_builder.h"
 #include "problem.h"
@@ -113,18 +114,41 @@ Tensor decode_cuda(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& st
   check_decode_inputs(q, k, v, state, slope);
   check_cuda_dtype(q, ".decode");
   const c10::cuda::CUDAGuard guard(q.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   (void)cuda::current_device_info();  // raises where this build has no kernel for the GPU
   Tensor o = at::empty({q.size(0), q.size(1), v.size(2)}, q.options());
   const Tensor slope_f = slope.has_value() ? slope->to(at::kFloat).contiguous() : Tensor();
-  const cuda::DecodeParams p = cuda::decode_params(q, k, v, o, state, slope_f.defined() ? slope_f.data_ptr<float>() : nullptr,
-                                                   float(scale));
-  switch (q.scalar_type()) {
-    case at::kFloat: cuda::launch_decode<float>(p, stream); break;
-    case at::kHalf: cuda::launch_decode<__half>(p, stream); break;
-    default: cuda::launch_decode<__nv_bfloat16>(p, stream); break;
-  }
+  const cuda::DecodeParams p = cuda::decode_params(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), o, state,
+                                                   slope_f.defined() ? slope_f.data_ptr<float>() : nullptr, float(scale));
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  LIGHTNING_ATTN_DTYPE_SWITCH(q.scalar_type(), [&] { cuda::launch_decode<scalar_t>(p, stream); });
   return o;
+}
+
+// Slot ids outside [0, num_slots) skip their sequence and num_accepted is clamped to [0, K]:
+// checking the values would need a host synchronisation.
+std::tuple<Tensor, Tensor> decode_tokens_cuda(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& state,
+                                              const std::optional<Tensor>& slope, double scale,
+                                              const std::optional<Tensor>& slot_ids,
+                                              const std::optional<Tensor>& num_accepted, bool output_states) {
+  check_decode_tokens_inputs(q, k, v, state, slope, slot_ids, num_accepted, output_states);
+  check_cuda_dtype(q, ".decode_tokens");
+  const c10::cuda::CUDAGuard guard(q.device());
+  (void)cuda::current_device_info();
+  Tensor o = at::empty({q.size(0), q.size(1), q.size(2), v.size(3)}, q.options());
+  Tensor states = output_states ? at::empty({q.size(0), q.size(1), q.size(2), q.size(3), v.size(3)}, state.options())
+                                : at::empty({0}, state.options());
+  const Tensor slope_f = slope.has_value() ? slope->to(at::kFloat).contiguous() : Tensor();
+  const Tensor slots = slot_ids.has_value() ? slot_ids->contiguous() : Tensor();
+  const Tensor accepted = num_accepted.has_value() ? num_accepted->to(at::kInt).contiguous() : Tensor();
+  cuda::DecodeParams p = cuda::decode_params(q, k, v, o, state, slope_f.defined() ? slope_f.data_ptr<float>() : nullptr,
+                                             float(scale));
+  p.slot_ids = slots.defined() ? slots.data_ptr<int32_t>() : nullptr;
+  p.num_accepted = accepted.defined() ? accepted.data_ptr<int32_t>() : nullptr;
+  p.advance_all = !output_states;
+  p.states = output_states ? states.data_ptr<float>() : nullptr;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  LIGHTNING_ATTN_DTYPE_SWITCH(q.scalar_type(), [&] { cuda::launch_decode<scalar_t>(p, stream); });
+  return {o, states};
 }
 
 }  // namespace
@@ -133,6 +157,7 @@ TORCH_LIBRARY_IMPL(lightning_attn, CUDA, m) {
   m.impl("fwd", &fwd_cuda);
   m.impl("bwd", &bwd_cuda);
   m.impl("decode", &decode_cuda);
+  m.impl("decode_tokens", &decode_tokens_cuda);
 }
 
 }  // namespace lightning_attn

@@ -19,6 +19,8 @@
 
 #include <cuda_runtime.h>
 
+#include "../op_limits.h"
+
 namespace lightning_attn {
 namespace cuda {
 
@@ -123,14 +125,20 @@ struct ScanParams {
   const float* slope;
 };
 
+// Decoding K tokens per sequence (kernels/state_kernels.cu). q, k: [B, K, H, Dk], v: [B, K, H, Dv]
+// with strides; o: [B, K, H, Dv] contiguous.
 struct DecodeParams {
   const void* q;
   const void* k;
   const void* v;
-  void* o;       // [B, H, Dv] contiguous
-  float* state;  // [B, H, Dk, Dv] contiguous
-  int64_t q_sb, q_sh, k_sb, k_sh, v_sb, v_sh;
-  int B, H, Dk, Dv;
+  void* o;
+  float* state;              // [num_slots, H, Dk, Dv] contiguous (num_slots = B without a pool)
+  const int32_t* slot_ids;   // [B]: the state row of each sequence; nullptr: row b
+  const int32_t* num_accepted;  // [B]: tokens the state advances by (clamped to [0, K]), or nullptr
+  bool advance_all;          // without num_accepted: advance by all K tokens (else the state is read only)
+  float* states;             // [B, K, H, Dk, Dv]: the state after each token, or nullptr
+  int64_t q_sb, q_st, q_sh, k_sb, k_st, k_sh, v_sb, v_st, v_sh;
+  int B, K, H, Dk, Dv, num_slots;
   const float* slope;
   float scale;
 };

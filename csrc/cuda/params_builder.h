@@ -94,14 +94,18 @@ inline ChunkParams dkdv_state_params(const at::Tensor& q, const at::Tensor& dout
 }
 
 // One decoding step: q, k [B, H, Dk], v [B, H, Dv], o [B, H, Dv], state [B, H, Dk, Dv] contiguous.
+// q, k: [B, K, H, Dk], v: [B, K, H, Dv] (a plain step's [B, H, D] seen with K = 1); o: [B, K, H, Dv].
 inline DecodeParams decode_params(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& o,
                                   const at::Tensor& state, const float* slope, float scale) {
   DecodeParams p{};
   p.q = q.data_ptr(), p.k = k.data_ptr(), p.v = v.data_ptr(), p.o = o.data_ptr();
   p.state = state.data_ptr<float>();
-  p.q_sb = q.stride(0), p.q_sh = q.stride(1), p.k_sb = k.stride(0), p.k_sh = k.stride(1);
-  p.v_sb = v.stride(0), p.v_sh = v.stride(1);
-  p.B = int(q.size(0)), p.H = int(q.size(1)), p.Dk = int(q.size(2)), p.Dv = int(v.size(2));
+  p.q_sb = q.stride(0), p.q_st = q.stride(1), p.q_sh = q.stride(2);
+  p.k_sb = k.stride(0), p.k_st = k.stride(1), p.k_sh = k.stride(2);
+  p.v_sb = v.stride(0), p.v_st = v.stride(1), p.v_sh = v.stride(2);
+  p.B = int(q.size(0)), p.K = int(q.size(1)), p.H = int(q.size(2)), p.Dk = int(q.size(3)), p.Dv = int(v.size(3));
+  p.num_slots = int(state.size(0));
+  p.advance_all = true;
   p.slope = slope, p.scale = scale;
   return p;
 }

@@ -43,6 +43,17 @@ Tensor decode_meta(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& st
   return at::empty_symint({q.sym_size(0), q.sym_size(1), v.sym_size(2)}, q.options());
 }
 
+std::tuple<Tensor, Tensor> decode_tokens_meta(const Tensor& q, const Tensor& k, const Tensor& v, Tensor& state,
+                                              const std::optional<Tensor>& slope, double /*scale*/,
+                                              const std::optional<Tensor>& slot_ids,
+                                              const std::optional<Tensor>& num_accepted, bool output_states) {
+  check_decode_tokens_inputs(q, k, v, state, slope, slot_ids, num_accepted, output_states);
+  const auto st = q.options().dtype(acc_dtype(q));
+  return {at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2), v.sym_size(3)}, q.options()),
+          output_states ? at::empty_symint({q.sym_size(0), q.sym_size(1), q.sym_size(2), q.sym_size(3), v.sym_size(3)}, st)
+                        : at::empty({0}, st)};
+}
+
 std::tuple<Tensor, Tensor> srms_norm_fwd_meta(const Tensor& x, double eps) {
   check_srms_norm_input(x, eps);
   return {at::empty_like(x),
@@ -60,6 +71,7 @@ TORCH_LIBRARY_IMPL(lightning_attn, Meta, m) {
   m.impl("fwd", &fwd_meta);
   m.impl("bwd", &bwd_meta);
   m.impl("decode", &decode_meta);
+  m.impl("decode_tokens", &decode_tokens_meta);
   m.impl("srms_norm_fwd", &srms_norm_fwd_meta);
   m.impl("srms_norm_bwd", &srms_norm_bwd_meta);
 }

@@ -1,6 +1,7 @@
 // Kernels that work on whole [Dk, Dv] states, element by element:
 //  - the segment scan of the sequence split (S[j+1] = lambda^len_j S[j] + local[j]);
-//  - the decoding step (state <- lambda state + k v^T in place, o = scale state^T q).
+//  - decoding, K tokens per sequence (state <- lambda state + k v^T in place, o = scale state^T q),
+//    from the sequences' own states or from slots of a state pool.
 // Both are bound by memory: each state element is read and written once.
 #include <algorithm>
 
@@ -54,12 +55,32 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const ScanParams p) 
   if (F) F.ptr[n * F.sn + h * F.sh + i * F.sk + j * F.sv] = s;
 }
 
-// Decoding: one block per (b, h, slice of cw state columns); the slices let small batches
-// (B x H well below the SM count) spread their state reads over many SMs, so a step costs
-// about one DRAM round trip (measured: docs/kernels.md). Thread (rg, cg) owns
-// columns [c0 + cg VEC, + VEC) of rows rg, rg + RG, ...; partial o sums are reduced across
-// row groups in shared memory.
+// Decoding: K tokens (1 for a plain step, up to kMaxDecodeTokens for speculative verify) of
+// each sequence from its state. One block per (b, h, slice of cw state columns); the slices let
+// small batches (B x H well below the SM count) spread their state reads over many SMs, so a
+// step costs about one DRAM round trip (measured: docs/kernels.md). Thread (rg, cg) owns columns
+// [c0 + cg VEC, + VEC) of rows rg, rg + RG, ...: it reads each of its state elements once, runs
+// the K tokens on it in registers, and writes it back once (after p.num_accepted[b] tokens, or
+// all K). Partial o sums are reduced across row groups in shared memory, one token at a time.
 constexpr int kDecodeThreads = 256;
+
+template <int VEC>
+__device__ __forceinline__ void load_vec(const float* p, float (&x)[VEC]) {
+  if constexpr (VEC == 4) {
+    const float4 t = *reinterpret_cast<const float4*>(p);
+    x[0] = t.x, x[1] = t.y, x[2] = t.z, x[3] = t.w;
+  } else {
+    x[0] = p[0];
+  }
+}
+
+template <int VEC>
+__device__ __forceinline__ void store_vec(float* p, const float (&x)[VEC]) {
+  if constexpr (VEC == 4)
+    *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
+  else
+    p[0] = x[0];
+}
 
 template <typename TIn, int VEC>
 __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const DecodeParams p, int cw) {
@@ -67,63 +88,91 @@ __global__ void __launch_bounds__(kDecodeThreads) decode_kernel(const DecodePara
   const int b = blockIdx.x / p.H, h = blockIdx.x % p.H;
   const int c0 = blockIdx.y * cw;
   const int cols = min(cw, p.Dv - c0);
-  float* sq = dsm;              // [Dk]
-  float* sk = sq + p.Dk;        // [Dk]
-  float* sv = sk + p.Dk;        // [cw]
-  float* red = sv + cw;         // [RG, cw]
-  const TIn* q = static_cast<const TIn*>(p.q) + b * p.q_sb + h * p.q_sh;
-  const TIn* k = static_cast<const TIn*>(p.k) + b * p.k_sb + h * p.k_sh;
-  const TIn* v = static_cast<const TIn*>(p.v) + b * p.v_sb + h * p.v_sh + c0;
-  for (int i = threadIdx.x; i < p.Dk; i += kDecodeThreads) {
-    sq[i] = to_float(q[i]);
-    sk[i] = to_float(k[i]);
+  const int K = p.K;
+  const int64_t o_st = int64_t(p.H) * p.Dv;              // o: [B, K, H, Dv]
+  const int64_t s_st = int64_t(p.H) * p.Dk * p.Dv;       // states: [B, K, H, Dk, Dv]
+  TIn* o = static_cast<TIn*>(p.o) + int64_t(b) * K * o_st + int64_t(h) * p.Dv + c0;
+  float* St = p.states ? p.states + int64_t(b) * K * s_st + int64_t(h) * p.Dk * p.Dv + c0 : nullptr;
+  // The state row: the sequence's own, or its pool slot. A slot outside [0, num_slots) (-1:
+  // no request in this batch row) leaves the pool untouched and gives zero outputs.
+  const int row = p.slot_ids ? p.slot_ids[b] : b;
+  if (row < 0 || row >= p.num_slots) {  // the same for the whole block
+    for (int t = 0; t < K; ++t)
+      for (int j = threadIdx.x; j < cols; j += kDecodeThreads) o[t * o_st + j] = from_float<TIn>(0.f);
+    if (St)
+      for (int t = 0; t < K; ++t)
+        for (int64_t e = threadIdx.x; e < int64_t(p.Dk) * cols; e += kDecodeThreads)
+          St[t * s_st + (e / cols) * p.Dv + e % cols] = 0.f;
+    return;
   }
-  for (int j = threadIdx.x; j < cols; j += kDecodeThreads) sv[j] = to_float(v[j]);
+  float* sq = dsm;              // [K, Dk]
+  float* sk = sq + K * p.Dk;    // [K, Dk]
+  float* sv = sk + K * p.Dk;    // [K, cw]
+  float* red = sv + K * cw;     // [RG, cw]
+  for (int t = 0; t < K; ++t) {
+    const TIn* q = static_cast<const TIn*>(p.q) + b * p.q_sb + t * p.q_st + h * p.q_sh;
+    const TIn* k = static_cast<const TIn*>(p.k) + b * p.k_sb + t * p.k_st + h * p.k_sh;
+    const TIn* v = static_cast<const TIn*>(p.v) + b * p.v_sb + t * p.v_st + h * p.v_sh + c0;
+    for (int i = threadIdx.x; i < p.Dk; i += kDecodeThreads) {
+      sq[t * p.Dk + i] = to_float(q[i]);
+      sk[t * p.Dk + i] = to_float(k[i]);
+    }
+    for (int j = threadIdx.x; j < cols; j += kDecodeThreads) sv[t * cw + j] = to_float(v[j]);
+  }
   __syncthreads();
 
   const float lambda = exp2f(log2_lambda(p.slope, h));
+  // Tokens the state advances by: the accepted ones, all K, or none (states returned instead).
+  const int advance = p.num_accepted ? min(max(p.num_accepted[b], 0), K) : (p.advance_all ? K : 0);
   const int ncg = (cw + VEC - 1) / VEC;  // as on the host (the size of red)
   const int RG = kDecodeThreads / ncg;  // >= 1 since cw <= 256
   const int cg = threadIdx.x % ncg, rg = threadIdx.x / ncg;
-  float acc[VEC];
+  float acc[kMaxDecodeTokens][VEC];
 #pragma unroll
-  for (int e = 0; e < VEC; ++e) acc[e] = 0.f;
-  float* S = p.state + (int64_t(b) * p.H + h) * p.Dk * p.Dv + c0;
+  for (int t = 0; t < kMaxDecodeTokens; ++t)
+#pragma unroll
+    for (int e = 0; e < VEC; ++e) acc[t][e] = 0.f;
+  float* S = p.state + (int64_t(row) * p.H + h) * p.Dk * p.Dv + c0;
   const int j0 = cg * VEC;
   if (rg < RG && j0 < cols) {  // cols: a multiple of VEC
-    float vj[VEC];
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) vj[e] = sv[j0 + e];
-#pragma unroll 8
+#pragma unroll 4
     for (int i = rg; i < p.Dk; i += RG) {
-      float* row = S + int64_t(i) * p.Dv + j0;
-      const float ki = sk[i], qi = sq[i];
-      if constexpr (VEC == 4) {
-        float4 s = *reinterpret_cast<float4*>(row);
-        s.x = lambda * s.x + ki * vj[0];
-        s.y = lambda * s.y + ki * vj[1];
-        s.z = lambda * s.z + ki * vj[2];
-        s.w = lambda * s.w + ki * vj[3];
-        *reinterpret_cast<float4*>(row) = s;
-        acc[0] += s.x * qi;
-        acc[1] += s.y * qi;
-        acc[2] += s.z * qi;
-        acc[3] += s.w * qi;
-      } else {
-        const float s = lambda * row[0] + ki * vj[0];
-        row[0] = s;
-        acc[0] += s * qi;
+      float s[VEC], keep[VEC];
+      load_vec<VEC>(S + int64_t(i) * p.Dv + j0, s);
+#pragma unroll
+      for (int e = 0; e < VEC; ++e) keep[e] = s[e];
+#pragma unroll
+      for (int t = 0; t < kMaxDecodeTokens; ++t) {
+        if (t < K) {
+          const float ki = sk[t * p.Dk + i], qi = sq[t * p.Dk + i];
+#pragma unroll
+          for (int e = 0; e < VEC; ++e) {
+            s[e] = lambda * s[e] + ki * sv[t * cw + j0 + e];
+            acc[t][e] += s[e] * qi;
+          }
+          if (St) store_vec<VEC>(St + t * s_st + int64_t(i) * p.Dv + j0, s);
+          if (t + 1 == advance)
+#pragma unroll
+            for (int e = 0; e < VEC; ++e) keep[e] = s[e];
+        }
+      }
+      if (advance > 0) store_vec<VEC>(S + int64_t(i) * p.Dv + j0, keep);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxDecodeTokens; ++t) {
+    if (t < K) {
+      if (t > 0) __syncthreads();  // the previous token's sums are read
+      if (rg < RG && j0 < cols)
+#pragma unroll
+        for (int e = 0; e < VEC; ++e) red[rg * cw + j0 + e] = acc[t][e];
+      __syncthreads();
+      for (int j = threadIdx.x; j < cols; j += kDecodeThreads) {
+        float sum = 0.f;
+        for (int r = 0; r < RG; ++r) sum += red[r * cw + j];
+        o[t * o_st + j] = from_float<TIn>(p.scale * sum);
       }
     }
-#pragma unroll
-    for (int e = 0; e < VEC; ++e) red[rg * cw + j0 + e] = acc[e];
-  }
-  __syncthreads();
-  TIn* o = static_cast<TIn*>(p.o) + (int64_t(b) * p.H + h) * p.Dv + c0;
-  for (int j = threadIdx.x; j < cols; j += kDecodeThreads) {
-    float s = 0.f;
-    for (int r = 0; r < RG; ++r) s += red[r * cw + j];
-    o[j] = from_float<TIn>(p.scale * s);
   }
 }
 
@@ -154,12 +203,17 @@ void launch_decode(const DecodeParams& p, cudaStream_t stream) {
   const int nslice = (p.Dv + cw - 1) / cw;
   const int ncg = (cw + vec - 1) / vec;
   const int RG = kDecodeThreads / ncg;
-  const size_t smem = sizeof(float) * (2 * p.Dk + cw + size_t(RG) * cw);
+  const size_t smem = sizeof(float) * (size_t(p.K) * (2 * p.Dk + cw) + size_t(RG) * cw);  // <= 52 KiB
   const dim3 grid{unsigned(bh), unsigned(nslice)};
+  auto launch = [&](auto kernel) {
+    if (smem > 48 * 1024)
+      C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
+    kernel<<<grid, kDecodeThreads, smem, stream>>>(p, cw);
+  };
   if (vec4)
-    decode_kernel<TIn, 4><<<grid, kDecodeThreads, smem, stream>>>(p, cw);
+    launch(decode_kernel<TIn, 4>);
   else
-    decode_kernel<TIn, 1><<<grid, kDecodeThreads, smem, stream>>>(p, cw);
+    launch(decode_kernel<TIn, 1>);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
