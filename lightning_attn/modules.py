@@ -167,6 +167,8 @@ class GatedLinearAttention(nn.Module):
         return self.out_proj(u * o)
 
     def _attend_cached(self, q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Optional[Tensor], cache) -> Tensor:
+        if cache.speculating:  # draft or verify tokens, kept or dropped later by cache.accept
+            return cache.speculative_attend(self.layer_idx, q, k, v, self.slope)
         state = cache.states[self.layer_idx]  # float32 [N, H, Dk, Dv] or None (empty cache)
         if state is not None and q.shape[1] == 1 and cu_seqlens is None:
             # one decoding step for the whole batch, state updated in place

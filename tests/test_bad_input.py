@@ -95,7 +95,7 @@ CASES = [
          lambda: fwd(*(torch.ones(2, 10, 3, d, dtype=torch.int32) for d in (8, 8, 4))),
          "q must be float32, float16 or bfloat16"),
     Case("k_device", call_fwd, lambda: fwd(k=r(2, 10, 3, 8, device="meta")), "k must be on the same device as q",
-         traced_match="found at least two devices"),
+         traced_match="found (at least )?two (different )?devices"),
     Case("Dk_257", call_fwd, lambda: fwd(r(1, 2, 1, 257), r(1, 2, 1, 257), r(1, 2, 1, 4)), "Dk must be in"),
     Case("Dv_300", call_fwd, lambda: fwd(v=r(2, 10, 3, 300)), "Dv must be in"),
     Case("T_0", call_fwd, lambda: fwd(r(2, 0, 3, 8), r(2, 0, 3, 8), r(2, 0, 3, 4)), "q must have B, T, H >= 1"),

@@ -123,3 +123,29 @@ def test_bundled_gpt2_tokenizer():
     assert enc.encode("Hello world") == [15496, 995]
     text = " = Valkyria Chronicles III = \n Senjō no Valkyria 3 : Unrecorded Chronicles"
     assert enc.decode(enc.encode(text)) == text
+
+
+def test_compiled_decode_step_equals_eager(model):
+    want = generate(model, PROMPTS, max_new_tokens=10, temperature=0)
+    assert generate(model, PROMPTS, max_new_tokens=10, temperature=0, compile_step=True) == want
+
+
+def test_cuda_graph_needs_a_cuda_model(model):
+    with pytest.raises(ValueError, match="cuda_graph=True needs a model on a CUDA device"):
+        generate(model, PROMPTS, max_new_tokens=2, cuda_graph=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("compile_step", [False, True], ids=["graph", "compiled_graph"])
+def test_cuda_graph_decode_equals_eager(model, compile_step):
+    m = TransNormerLLM(model.config).cuda().eval()
+    m.load_state_dict(model.state_dict())
+    want, want_logits = generate(m, PROMPTS, max_new_tokens=16, temperature=0, return_logits=True)
+    got, logits = generate(m, PROMPTS, max_new_tokens=16, temperature=0, return_logits=True,
+                           compile_step=compile_step, cuda_graph=True)
+    if not compile_step:  # the same kernels in the same order: the same numbers
+        assert got == want
+        torch.testing.assert_close(logits, want_logits, rtol=0, atol=0)
+    else:  # inductor fuses the elementwise work differently: logits agree to rounding
+        assert got == want
+        torch.testing.assert_close(logits, want_logits, rtol=1e-3, atol=1e-3)
