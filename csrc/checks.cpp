@@ -28,8 +28,9 @@ SymBool shape_is(SymIntArrayRef got, SymIntArrayRef want) {
 }
 
 // Sizes in messages: the integer where it is known, the symbol's expression under tracing.
-// Formatted here rather than through c10's operator<< for SymInt, which crashed on the GPU
-// machine's torch 2.11 build for concrete sizes.
+// Every number in a message goes through std::to_string, never through std::ostream: on the GPU
+// machine (torch 2.11, g++ 13.3) inserting an integer into the message stream crashed the
+// process with SIGSEGV; strings and enums raise as they should.
 std::string str(const SymInt& s) {
   if (const auto v = s.maybe_as_int()) return std::to_string(*v);
   return s.toSymNodeImplUnowned()->str();
@@ -60,9 +61,9 @@ void check_last_dim_contiguous(const at::Tensor& x, const char* op, const char* 
 }
 
 void check_head_dims(const SymInt& Dk, const SymInt& Dv, const char* op) {
-  LA_CHECK_SYM(in_range(Dk, 1, kMaxHeadDim), op, ": q and k head dim Dk must be in [1, ", kMaxHeadDim,
+  LA_CHECK_SYM(in_range(Dk, 1, kMaxHeadDim), op, ": q and k head dim Dk must be in [1, ", std::to_string(kMaxHeadDim),
                "], got ", str(Dk));
-  LA_CHECK_SYM(in_range(Dv, 1, kMaxHeadDim), op, ": v head dim Dv must be in [1, ", kMaxHeadDim,
+  LA_CHECK_SYM(in_range(Dv, 1, kMaxHeadDim), op, ": v head dim Dv must be in [1, ", std::to_string(kMaxHeadDim),
                "], got ", str(Dv));
 }
 
@@ -218,7 +219,7 @@ void check_decode_tokens_inputs(const at::Tensor& q, const at::Tensor& k, const 
   const SymInt& B = q.sym_size(0);
   const SymInt& K = q.sym_size(1);
   LA_CHECK_SYM(in_range(K, 1, kMaxDecodeTokens), op, ": q must have K (dim 1, tokens per sequence) in [1, ",
-               kMaxDecodeTokens, "], got ", str(K));
+               std::to_string(kMaxDecodeTokens), "], got ", str(K));
   LA_CHECK_SYM(shape_is(k.sym_sizes(), q.sym_sizes()), op, ": k must have q's shape ", str(q.sym_sizes()),
                ", got ", str(k.sym_sizes()));
   LA_CHECK_SYM(B.sym_eq(v.sym_size(0)) & K.sym_eq(v.sym_size(1)) & q.sym_size(2).sym_eq(v.sym_size(2)), op,
@@ -250,7 +251,7 @@ void check_decode_tokens_inputs(const at::Tensor& q, const at::Tensor& k, const 
 
 void check_srms_norm_input(const at::Tensor& x, double eps) {
   check_srms_norm_x(x);
-  TORCH_CHECK_VALUE(eps >= 0, kSrms, ": eps must be >= 0, got ", eps);
+  TORCH_CHECK_VALUE(eps >= 0, kSrms, ": eps must be >= 0, got ", std::to_string(eps));
 }
 
 void check_srms_norm_bwd_inputs(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& rstd) {
@@ -276,9 +277,9 @@ void check_slope_values(const at::Tensor& slope) {
 void check_cu_seqlens_values(const at::Tensor& cu, int64_t T) {
   const at::Tensor c = cu.to(at::kLong);
   TORCH_CHECK_VALUE(c[0].item<int64_t>() == 0, kFwd, ": cu_seqlens must start at 0, got ",
-                    c[0].item<int64_t>());
+                    std::to_string(c[0].item<int64_t>()));
   TORCH_CHECK_VALUE(c[-1].item<int64_t>() == T, kFwd, ": cu_seqlens must end at the packed length T = ",
-                    T, ", got ", c[-1].item<int64_t>());
+                    std::to_string(T), ", got ", std::to_string(c[-1].item<int64_t>()));
   TORCH_CHECK_VALUE(!(c.diff() < 0).any().item<bool>(), kFwd, ": cu_seqlens must be non-decreasing, got ",
                     c);
 }
@@ -288,7 +289,7 @@ void check_decode_tokens_values(const std::optional<at::Tensor>& slot_ids, int64
   if (slot_ids.has_value() && slot_ids->numel() > 0) {
     const at::Tensor s = slot_ids->to(at::kLong);
     TORCH_CHECK_VALUE(s.min().item<int64_t>() >= -1 && s.max().item<int64_t>() < num_slots, kDecodeTokens,
-                      ": slot_ids must be in [-1, num_slots = ", num_slots, "), got ", s);
+                      ": slot_ids must be in [-1, num_slots = ", std::to_string(num_slots), "), got ", s);
     const at::Tensor used = s.masked_select(s >= 0);
     TORCH_CHECK_VALUE(std::get<0>(at::_unique(used)).numel() == used.numel(), kDecodeTokens,
                       ": slot_ids must be distinct (each slot holds one sequence's state), got ", s);
@@ -296,7 +297,7 @@ void check_decode_tokens_values(const std::optional<at::Tensor>& slot_ids, int64
   if (num_accepted.has_value() && num_accepted->numel() > 0) {
     const at::Tensor a = num_accepted->to(at::kLong);
     TORCH_CHECK_VALUE(a.min().item<int64_t>() >= 0 && a.max().item<int64_t>() <= K, kDecodeTokens,
-                      ": num_accepted must be in [0, K = ", K, "], got ", a);
+                      ": num_accepted must be in [0, K = ", std::to_string(K), "], got ", a);
   }
 }
 

@@ -34,10 +34,13 @@ DeviceInfo probe_device(int dev) {
   info.num_sms = prop.multiProcessorCount;
   info.cc_major = prop.major;
   info.cc_minor = prop.minor;
+  // numbers as strings: see the note on messages in csrc/checks.cpp
+  const std::string cc = std::to_string(prop.major) + "." + std::to_string(prop.minor);
+  const std::string arch = std::to_string(prop.major) + std::to_string(prop.minor);
   TORCH_CHECK(portable_binary_version() > 0, "lightning_attn: this build has no CUDA kernel for ", prop.name,
-              " (compute capability ", prop.major, ".", prop.minor, "; built for \"", built_archs(),
-              "\"). Rebuild with LIGHTNING_ATTN_CUDA_ARCHS including \"", prop.major, prop.minor,
-              "\", e.g. LIGHTNING_ATTN_CUDA_ARCHS=\"", prop.major, prop.minor,
+              " (compute capability ", cc, "; built for \"", built_archs(),
+              "\"). Rebuild with LIGHTNING_ATTN_CUDA_ARCHS including \"", arch,
+              "\", e.g. LIGHTNING_ATTN_CUDA_ARCHS=\"", arch,
               "\" pip install --no-build-isolation .");
   info.hopper = hopper_binary_version() == 90;
   return info;
