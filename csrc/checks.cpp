@@ -29,8 +29,8 @@ SymBool shape_is(SymIntArrayRef got, SymIntArrayRef want) {
 
 // Sizes in messages: the integer where it is known, the symbol's expression under tracing.
 // Every number in a message goes through std::to_string, never through std::ostream: on the GPU
-// machine (torch 2.11, g++ 13.3) inserting an integer into the message stream crashed the
-// process with SIGSEGV; strings and enums raise as they should.
+// machine (torch 2.11; the extension built by /opt/gcc's g++, run against the system libstdc++
+// 6.0.33) inserting an integer into the message stream crashed the process with SIGSEGV.
 std::string str(const SymInt& s) {
   if (const auto v = s.maybe_as_int()) return std::to_string(*v);
   return s.toSymNodeImplUnowned()->str();

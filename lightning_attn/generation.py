@@ -16,6 +16,8 @@ from typing import Iterable, List, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .cache import TNLCache
+
 __all__ = ["generate", "sample_logits", "speculative_generate", "DecodeStep"]
 
 
@@ -71,7 +73,6 @@ def _as_prompt_lists(prompts) -> List[List[int]]:
 def _decode_logits(model, tok: Tensor, offset: Tensor, states: List[Tensor]):
     """One token per sequence from a cache given as its parts: ``(logits [N, V], new offset)``.
     The states are updated in place (the decode op); a pure function of tensors for torch.compile."""
-    from .cache import TNLCache  # cache -> ops -> ...; generation is imported by the package root
     cache = TNLCache(len(states), offset)
     cache.states = list(states)
     logits = model.lm_head(model.forward_features(tok[:, None], cache=cache))[:, -1]
