@@ -1,6 +1,7 @@
 #include "kernel_options.h"
 
 #include <mutex>
+#include <string>
 
 #include <torch/library.h>
 
@@ -20,7 +21,7 @@ KernelOptions& current_options() {
 void set_kernel_options_op(bool split, int64_t split_subsegments, bool states_in_output_rows, bool hopper,
                            bool hopper_d64, bool accumulate_in_kernel, bool tma_loads, bool tma_stores) {
   TORCH_CHECK_VALUE(split_subsegments >= 0, "lightning_attn: split_subsegments must be >= 0, got ",
-                    split_subsegments);
+                    std::to_string(split_subsegments));
   set_kernel_options({split, split_subsegments, states_in_output_rows, hopper, hopper_d64, accumulate_in_kernel,
                       tma_loads, tma_stores});
 }

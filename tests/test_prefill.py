@@ -14,6 +14,14 @@ def make(B, T, H, Dk, Dv, dtype, device):
     return q, k, v, torch.rand(H, device=device) * 0.2
 
 
+def tol(device, dtype):
+    """CPU float32 is exact to rounding; CUDA rounds float32 products through tf32 and feeds
+    bfloat16 state copies to the tensor cores (the bounds of test_lightning_attn)."""
+    if device == "cpu":
+        return {torch.float32: 1e-5, torch.bfloat16: 1e-3}[dtype]
+    return {torch.float32: 1e-2, torch.bfloat16: 8e-3}[dtype]
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("T,N", [(1, 1), (37, 8), (64, 64), (100, 30), (300, 128)])
 @pytest.mark.parametrize("with_h0", [False, True])
@@ -25,11 +33,12 @@ def test_dense_checkpoints_equal_split_calls(device, T, N, with_h0):
     J = -(-T // N)
     assert ckpt.shape == (B, J, H, D, D) and ckpt.dtype == torch.float32
     ro, rfinal = lightning_attn_ref(q, k, v, slope, 0.5, h0)
-    assert rel_err(o, ro) < 1e-5 and rel_err(final, rfinal) < 1e-5
+    eps = tol(device, torch.float32)
+    assert rel_err(o, ro) < eps and rel_err(final, rfinal) < eps
     for j in range(J):
         t = min((j + 1) * N, T)
         _, split = la.lightning_attn_func(q[:, :t], k[:, :t], v[:, :t], slope, 0.5, h0, output_final_state=True)
-        assert rel_err(ckpt[:, j], split) < 1e-5, j
+        assert rel_err(ckpt[:, j], split) < eps, j
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -41,7 +50,8 @@ def test_varlen_checkpoints(device):
     h0 = torch.randn(len(lens), H, D, D, device=device)
     o, final, ckpt = la.lightning_attn_prefill(q, k, v, N, slope, 1.0, h0, cu_seqlens=cu)
     ro, rfinal = la.lightning_attn_func(q, k, v, slope, 1.0, h0, output_final_state=True, cu_seqlens=cu)
-    assert rel_err(o, ro) < 1e-2 and rel_err(final, rfinal) < 1e-3
+    eps = tol(device, torch.bfloat16)
+    assert rel_err(o, ro) < 1e-2 and rel_err(final, rfinal) < eps
     J = -(-T // N)
     assert ckpt.shape == (len(lens), J, H, D, D)
     for n, L in enumerate(lens):
@@ -52,7 +62,7 @@ def test_varlen_checkpoints(device):
                 assert torch.equal(ckpt[n, j], h0[n])
                 continue
             _, split = lightning_attn_ref(q[:, s:s + t], k[:, s:s + t], v[:, s:s + t], slope, 1.0, h0[n:n + 1])
-            assert rel_err(ckpt[n, j], split[0]) < 1e-3, (n, j)
+            assert rel_err(ckpt[n, j], split[0]) < eps, (n, j)
 
 
 def test_gradients_float64():
