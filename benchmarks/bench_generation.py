@@ -60,23 +60,32 @@ def get_args(argv=None):
                    help="extra generated lengths for peak memory against length (after the main runs; '' for none)")
     p.add_argument("--mem-every", type=int, default=64, help="sample memory_allocated every n decode steps")
     p.add_argument("--warmup-tokens", type=int, default=8, help="new tokens of the warm-up generation")
+    p.add_argument("--max-seconds", type=float, default=90.0, help="wall-time budget; later runs are skipped")
+    p.add_argument("--threads", type=int, default=None)
+    add_runtime_args(p, graphs_help="also run TNL's decode step as a CUDA graph (default on CUDA)",
+                     compile_help="also run the decode step compiled (torch.compile) and captured, both models")
+    return resolve_runtime(p.parse_args(argv))
+
+
+def add_runtime_args(p, graphs_help, compile_help):
+    """Options shared with bench_serving: dtype, CUDA graphs, compile, device, seed, output folder."""
     p.add_argument("--dtype", choices=["auto", "bf16", "fp16", "fp32"], default="auto",
                    help="model weights and KV cache (auto: bf16 on CUDA, fp32 on the CPU)")
-    p.add_argument("--cuda-graphs", dest="cuda_graphs", action="store_true", default=None,
-                   help="also run TNL's decode step as a CUDA graph (default on CUDA)")
+    p.add_argument("--cuda-graphs", dest="cuda_graphs", action="store_true", default=None, help=graphs_help)
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false")
-    p.add_argument("--compile", action="store_true",
-                   help="also run the decode step compiled (torch.compile) and captured, both models")
-    p.add_argument("--max-seconds", type=float, default=90.0, help="wall-time budget; later runs are skipped")
+    p.add_argument("--compile", action="store_true", help=compile_help)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/h200")
-    args = p.parse_args(argv)
+
+
+def resolve_runtime(args):
     if args.dtype == "auto":
         args.dtype = "bf16" if args.device.startswith("cuda") else "fp32"
     if args.cuda_graphs is None:
         args.cuda_graphs = args.device.startswith("cuda")
+    if args.device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls of the benchmarks on tensor cores
     return args
 
 
@@ -248,8 +257,6 @@ def main(argv=None):
     device = args.device
     if args.threads:
         torch.set_num_threads(args.threads)
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     info = env_info(device)

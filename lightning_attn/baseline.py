@@ -67,6 +67,8 @@ class KVCache:
     ``make_static()``, a 0-dim device tensor advanced in place: every decode step then has
     the same shapes (new keys written by index_copy_, attention over all max_len slots with
     a mask), so the step can be captured in a CUDA graph, as with HF's StaticCache.
+    ``make_static(per_row=True)``: one length per row (LongTensor ``[B]``), for a server whose
+    rows hold requests of different lengths; steps then take one token per row.
     """
 
     def __init__(self, n_layers: int, batch_size: int, n_heads: int, max_len: int, head_dim: int,
@@ -76,10 +78,12 @@ class KVCache:
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layers)]
         self.length: Union[int, Tensor] = 0
 
-    def make_static(self) -> "KVCache":
-        """Turn ``length`` into a device tensor (static shapes from here on)."""
+    def make_static(self, per_row: bool = False) -> "KVCache":
+        """Turn ``length`` into a device tensor (static shapes from here on); per_row: ``[B]``."""
         if not isinstance(self.length, Tensor):
             self.length = torch.tensor(self.length, dtype=torch.long, device=self.k[0].device)
+        if per_row and self.length.dim() == 0:
+            self.length = self.length.expand(self.k[0].shape[0]).clone()
         return self
 
     def advance(self, n: int) -> None:
@@ -126,6 +130,18 @@ class Attention(nn.Module):
 
     def _attend_cached(self, q: Tensor, k: Tensor, v: Tensor, cache: KVCache) -> Tensor:
         T, dev = q.shape[2], q.device
+        if isinstance(cache.length, Tensor) and cache.length.dim() == 1:
+            # one length per row (continuous batching): a one-token step written at each row's
+            # length, clamped so that rows without a request stay inside the cache
+            if T != 1:
+                raise ValueError(f"KVCache with per-row lengths: one token per step, got T = {T}.")
+            ck, cv = cache.k[self.layer_idx], cache.v[self.layer_idx]
+            idx = cache.length.clamp(max=ck.shape[2] - 1)  # [B]
+            rows = torch.arange(q.shape[0], device=dev)
+            ck[rows, :, idx] = k[:, :, 0]
+            cv[rows, :, idx] = v[:, :, 0]
+            mask = torch.arange(ck.shape[2], device=dev) <= idx[:, None]  # [B, max_len]
+            return F.scaled_dot_product_attention(q, ck, cv, attn_mask=mask[:, None, None])
         if isinstance(cache.length, Tensor):  # static shapes: write at length, attend to all slots, masked
             ck, cv = cache.k[self.layer_idx], cache.v[self.layer_idx]
             idx = cache.length + torch.arange(T, device=dev)  # [T]

@@ -11,6 +11,13 @@ Between ``begin_speculation`` and ``accept`` the attention layers hand their q, 
 cache (``speculative_attend``), which records them; ``accept(n)`` then moves every layer's
 state by exactly ``n[b]`` of the recorded tokens with one ``lightning_attn_decode_tokens``
 launch per layer (``num_accepted``), so no per-token state is ever stored.
+
+A serving engine keeps many requests' states in one pool instead (``TNLCache.pool``): per layer
+``[num_slots, H, Dk, Dv]`` and one offset per slot; ``slot_ids [B]`` (int32, on the device) maps
+the rows of each forward to slots, -1 for a row that holds no request. Decode steps read and
+update the pool rows in place through the decode op's ``slot_ids`` (no gather or scatter), so a
+fixed-shape step over all slots can be captured once in a CUDA graph while requests come and go;
+a prefill gathers its slots' states as initial states and writes its final states back.
 """
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -18,7 +25,7 @@ from typing import List, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .ops import lightning_attn_decode_tokens
+from .ops import lightning_attn_decode, lightning_attn_decode_tokens, lightning_attn_func
 
 
 @dataclass
@@ -41,7 +48,73 @@ class TNLCache:
     def __init__(self, num_layers: int, offset: Optional[Tensor] = None):
         self.states: List[Optional[Tensor]] = [None] * num_layers
         self.offset: Optional[Tensor] = offset  # LongTensor [N]; None until the first forward sets it
+        self.slot_ids: Optional[Tensor] = None  # pool mode: int32 [B], the slot of each row (-1: none)
         self._spec: Optional[_Speculation] = None
+
+    @classmethod
+    def pool(cls, num_slots: int, state_shapes: List[Tuple[int, int, int]], device=None) -> "TNLCache":
+        """A state pool of ``num_slots`` sequences: zero float32 states ``[num_slots, H, Dk, Dv]``
+        for each layer's ``(H, Dk, Dv)`` in ``state_shapes`` and zero offsets ``[num_slots]``;
+        choose the rows with ``use_slots``. ``TransNormerLLM.new_cache(num_slots=...)`` makes one.
+
+        Example:
+            >>> cache = model.new_cache(num_slots=64)
+            >>> cache.use_slots(torch.tensor([5], dtype=torch.int32, device="cuda"))
+            >>> logits = model(prompt[None], cache=cache).logits     # prefill into slot 5
+            >>> cache.use_slots(rows)                                # int32 [64], -1 where free
+            >>> logits = model(tokens[:, None], cache=cache).logits  # one step for every request
+        """
+        if num_slots < 1:
+            raise ValueError(f"TNLCache.pool: num_slots must be at least 1, got {num_slots}.")
+        c = cls(len(state_shapes), torch.zeros(num_slots, dtype=torch.long, device=device))
+        c.states = [torch.zeros(num_slots, *shape, device=device) for shape in state_shapes]
+        c.slot_ids = torch.full((num_slots,), -1, dtype=torch.int32, device=device)
+        return c
+
+    @property
+    def is_pool(self) -> bool:
+        return self.slot_ids is not None
+
+    def use_slots(self, slot_ids: Tensor) -> None:
+        """Pool mode: the next forwards' rows are the slots ``slot_ids`` (int32 ``[B]``, -1: a row
+        without a request, skipped by decode steps; every row of a prefill must name a slot).
+        A tensor of the same shape is copied into the current one, so a captured graph sees it."""
+        if not self.is_pool:
+            raise RuntimeError("TNLCache.use_slots: not a pool; make one with TNLCache.pool(...).")
+        if slot_ids.dtype != torch.int32 or slot_ids.dim() != 1:
+            raise ValueError(f"TNLCache.use_slots: slot_ids must be a 1-D int32 tensor, got {slot_ids.dtype} "
+                             f"of shape {tuple(slot_ids.shape)}.")
+        if slot_ids.shape == self.slot_ids.shape:
+            self.slot_ids.copy_(slot_ids)
+        else:
+            self.slot_ids = slot_ids.to(self.slot_ids.device)
+
+    def reset_slots(self, slots: Tensor) -> None:
+        """Pool mode: zero the states and offsets of ``slots`` (LongTensor or int32), for new requests."""
+        idx = slots.to(device=self.offset.device, dtype=torch.long)
+        for s in self.states:
+            s.index_fill_(0, idx, 0.0)
+        self.offset.index_fill_(0, idx, 0)
+
+    def batch_offset(self) -> Optional[Tensor]:
+        """The position offset of each row of the next forward: LongTensor ``[B]``."""
+        if not self.is_pool:
+            return self.offset
+        return self.offset.index_select(0, self.slot_ids.clamp(min=0).long())
+
+    def attend_pool(self, layer: int, q: Tensor, k: Tensor, v: Tensor, slope: Optional[Tensor],
+                    cu_seqlens: Optional[Tensor]) -> Tensor:
+        """Pool mode attention of one layer: q, k ``[B, T, H, Dk]``, v ``[B, T, H, Dv]`` -> o like v.
+        T == 1: the decode op on the pool rows, in place. Otherwise a prefill from the slots'
+        states (one state per sequence of cu_seqlens when given), written back to the slots."""
+        pool = self.states[layer]
+        if q.shape[1] == 1 and cu_seqlens is None:
+            return lightning_attn_decode(q[:, 0], k[:, 0], v[:, 0], pool, slope, slot_ids=self.slot_ids)[:, None]
+        idx = self.slot_ids.long()
+        o, final = lightning_attn_func(q, k, v, slope=slope, initial_state=pool.index_select(0, idx),
+                                       output_final_state=True, cu_seqlens=cu_seqlens)
+        pool.index_copy_(0, idx, final)
+        return o
 
     @property
     def num_layers(self) -> int:
@@ -55,11 +128,19 @@ class TNLCache:
         return None if self.offset is None else self.offset.shape[0]
 
     def advance(self, num_tokens) -> None:
-        """Add ``num_tokens`` (LongTensor ``[N]`` or int) to the offsets after a forward."""
-        self.offset = self.offset + num_tokens
+        """Add ``num_tokens`` (LongTensor ``[N]`` or int) to the offsets after a forward; in pool
+        mode in place, to the offsets of the rows' slots only (a captured graph replays it)."""
+        if not self.is_pool:
+            self.offset = self.offset + num_tokens
+            return
+        live = self.slot_ids >= 0
+        n = torch.as_tensor(num_tokens, dtype=torch.long, device=self.offset.device).expand(live.shape[0])
+        self.offset.index_add_(0, self.slot_ids.clamp(min=0).long(), torch.where(live, n, 0))
 
     def index_select(self, index: Tensor) -> "TNLCache":
         """A cache of the sequences ``index`` (LongTensor ``[M]``), e.g. to drop finished ones."""
+        if self.is_pool:
+            raise RuntimeError("TNLCache.index_select: a pool keeps its slots; choose rows with use_slots instead.")
         new = TNLCache(self.num_layers)
         new.states = [None if s is None else s.index_select(0, index.to(s.device)) for s in self.states]
         new.offset = None if self.offset is None else self.offset.index_select(0, index.to(self.offset.device))
@@ -79,6 +160,9 @@ class TNLCache:
         target verifying K tokens in one forward): the states stay as they are until ``accept``.
         The cache must hold every layer's state already (after a prefill).
         """
+        if self.is_pool:
+            raise RuntimeError("TNLCache.begin_speculation: not supported on a state pool; use "
+                               "lightning_attn_decode_tokens with slot_ids and num_accepted directly.")
         if self.speculating:
             raise RuntimeError("TNLCache.begin_speculation: a speculation is already open; accept() it first.")
         if self.offset is None or any(s is None for s in self.states):

@@ -167,7 +167,7 @@ class TransNormerLLM(nn.Module):
             if cache.offset is None:  # first call: the cache starts at position_offset
                 n = cu_seqlens.shape[0] - 1 if cu_seqlens is not None else B
                 cache.offset = torch.as_tensor(position_offset, dtype=torch.long, device=input_ids.device).expand(n).clone()
-            position_offset = cache.offset  # LongTensor [N], one per sequence
+            position_offset = cache.batch_offset()  # LongTensor [N], one per sequence
         positions = make_positions(T, position_offset, cu_seqlens, device=input_ids.device)  # [B or 1, T]
         x = self.embed(input_ids) * math.sqrt(self.config.d_model)  # [B, T, C]
         x = F.dropout(x, self.config.dropout, self.training)
@@ -233,8 +233,17 @@ class TransNormerLLM(nn.Module):
             (no_decay if p.dim() < 2 or name.endswith("theta") else decay).append(p)
         return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
-    def new_cache(self) -> TNLCache:
-        return TNLCache(self.config.n_layers)
+    def new_cache(self, num_slots: Optional[int] = None) -> TNLCache:
+        """An empty recurrent cache, or with ``num_slots`` a state pool of that many sequences
+        on the model's device (``TNLCache.pool``: serving with requests that come and go)."""
+        if num_slots is None:
+            return TNLCache(self.config.n_layers)
+        shapes = []
+        for block in self.blocks:
+            tm = block.token_mixer
+            dk = tm.head_dim * (2 if tm.lrpe is not None else 1)  # LRPE-d doubles q and k
+            shapes.append((tm.num_heads, dk, tm.head_dim))
+        return TNLCache.pool(num_slots, shapes, device=self.embed.weight.device)
 
     @torch.no_grad()
     def generate(self, prompts, max_new_tokens: int, **kwargs):

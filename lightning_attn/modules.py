@@ -169,6 +169,8 @@ class GatedLinearAttention(nn.Module):
     def _attend_cached(self, q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Optional[Tensor], cache) -> Tensor:
         if cache.speculating:  # draft or verify tokens, kept or dropped later by cache.accept
             return cache.speculative_attend(self.layer_idx, q, k, v, self.slope)
+        if cache.is_pool:  # rows of a state pool, chosen by cache.slot_ids
+            return cache.attend_pool(self.layer_idx, q, k, v, self.slope, cu_seqlens)
         state = cache.states[self.layer_idx]  # float32 [N, H, Dk, Dv] or None (empty cache)
         if state is not None and q.shape[1] == 1 and cu_seqlens is None:
             # one decoding step for the whole batch, state updated in place

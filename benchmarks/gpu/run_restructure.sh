@@ -5,7 +5,7 @@
 # and compares them, times both alternately (run_ab.sh), then runs the CUDA tests on this tree.
 #   PHASES="bits ab tests" (default) | "check sanitize" (sm90_check --no-timing, compute-sanitizer)
 #   | "arch80": a copy built for sm_80 only must refuse this GPU with the error naming the archs
-#   | "edge" (tests/test_cuda_edge_cases.py) | "dtok" (bench_decode_tokens.py) | "diag" (diag_segv.py)
+#   | "edge" (tests/test_cuda_edge_cases.py) | "dtok" (bench_decode_tokens.py) | "serve" (bench_serving.py --check) | "diag" (diag_segv.py)
 # Both trees build for sm_90a only (LIGHTNING_ATTN_CUDA_ARCHS), the old tree's default.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -59,6 +59,10 @@ PY
       [ $rc -gt 128 ] && grep -B2 -A25 "Fatal Python error" "$OUT/tests_cuda.log" | grep -v "^  File.*site-packages" | head -40
       grep -E "^(FAILED|ERROR)" "$OUT/tests_cuda.log" | head -20
       stamp "tests rc=$rc $(tail -1 "$OUT/tests_cuda.log" | cut -c1-300)" ;;
+    serve)
+      PYTHONPATH=$PWD timeout ${SERVE_TIMEOUT:-200} python3 benchmarks/bench_serving.py --check --max-seconds 150 \
+        --out "$OUT/serving" > "$OUT/serving.log" 2>&1
+      stamp "serving rc=$?"; tail -14 "$OUT/serving.log" ;;
     check)
       PYTHONPATH=$PWD timeout 200 python3 benchmarks/gpu/sm90_check.py --no-timing --out "$OUT" > "$OUT/sm90_check.log" 2>&1
       stamp "sm90_check rc=$? $(grep -iE 'of [0-9]+|passed|fail' "$OUT/sm90_check.log" | tail -2 | tr '\n' ' ')" ;;
