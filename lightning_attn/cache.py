@@ -133,9 +133,10 @@ class TNLCache:
         if not self.is_pool:
             self.offset = self.offset + num_tokens
             return
-        live = self.slot_ids >= 0
-        n = torch.as_tensor(num_tokens, dtype=torch.long, device=self.offset.device).expand(live.shape[0])
-        self.offset.index_add_(0, self.slot_ids.clamp(min=0).long(), torch.where(live, n, 0))
+        live = (self.slot_ids >= 0).long()
+        # a Python count stays a scalar: no host-to-device copy inside a graph capture
+        add = live * (num_tokens.to(self.offset.device).long() if isinstance(num_tokens, Tensor) else int(num_tokens))
+        self.offset.index_add_(0, self.slot_ids.clamp(min=0).long(), add)
 
     def index_select(self, index: Tensor) -> "TNLCache":
         """A cache of the sequences ``index`` (LongTensor ``[M]``), e.g. to drop finished ones."""

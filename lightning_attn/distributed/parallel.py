@@ -78,7 +78,8 @@ def build_mesh(sp: int = 1, dp: Optional[int] = None, device_type: Optional[str]
     if not dist.is_initialized():
         raise RuntimeError("build_mesh needs torch.distributed initialised (see init_distributed / torchrun).")
     dp, sp = check_parallel_sizes(dist.get_world_size(), sp, dp)
-    device_type = device_type or ("cuda" if torch.cuda.is_available() else "cpu")
+    # the process group's backend says where its tensors live (gloo: CPU, even on a GPU machine)
+    device_type = device_type or ("cuda" if dist.get_backend() == "nccl" else "cpu")
     return init_device_mesh(device_type, (dp, sp), mesh_dim_names=("dp", "sp"))
 
 
