@@ -69,8 +69,8 @@ def make_trace(n, args, vocab):
     g = np.random.default_rng(args.seed)
     lo_p, hi_p = (int(x) for x in args.prompt_lens.split(","))
     lo_o, hi_o = (int(x) for x in args.output_lens.split(","))
-    arrivals = np.cumsum(g.exponential(1.0 / args.rate, n)) - 0.0
-    arrivals -= arrivals[0]
+    arrivals = np.cumsum(g.exponential(1.0 / args.rate, n))
+    arrivals -= arrivals[0]  # the first request arrives at 0
     gen = torch.Generator().manual_seed(args.seed)
     return [{"id": i, "arrival": float(arrivals[i]),
              "prompt": torch.randint(0, vocab, (int(g.integers(lo_p, hi_p + 1)),), generator=gen),

@@ -78,16 +78,14 @@ class TNLCache:
     def use_slots(self, slot_ids: Tensor) -> None:
         """Pool mode: the next forwards' rows are the slots ``slot_ids`` (int32 ``[B]``, -1: a row
         without a request, skipped by decode steps; every row of a prefill must name a slot).
-        A tensor of the same shape is copied into the current one, so a captured graph sees it."""
+        The cache reads the tensor itself: a captured graph keeps reading the one it was
+        captured with, so change that tensor in place between replays."""
         if not self.is_pool:
             raise RuntimeError("TNLCache.use_slots: not a pool; make one with TNLCache.pool(...).")
         if slot_ids.dtype != torch.int32 or slot_ids.dim() != 1:
             raise ValueError(f"TNLCache.use_slots: slot_ids must be a 1-D int32 tensor, got {slot_ids.dtype} "
                              f"of shape {tuple(slot_ids.shape)}.")
-        if slot_ids.shape == self.slot_ids.shape:
-            self.slot_ids.copy_(slot_ids)
-        else:
-            self.slot_ids = slot_ids.to(self.slot_ids.device)
+        self.slot_ids = slot_ids.to(self.offset.device)
 
     def reset_slots(self, slots: Tensor) -> None:
         """Pool mode: zero the states and offsets of ``slots`` (LongTensor or int32), for new requests."""
