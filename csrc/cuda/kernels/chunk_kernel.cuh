@@ -81,25 +81,22 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
 
   SegmentSpan sp;
   if (!segment_span(p, n, seg, sp)) return;  // empty segment of a split call: the whole block returns
-  const int64_t start = sp.start, len = sp.len, seg_start = sp.seg_start, seg_tokens = sp.seg_tokens;
-  const int64_t nchunks = sp.nchunks;
-  const int b = sp.b;
 
   const float l2 = log2_lambda(p.slope, h);
 
   const TIn* qb = STATE_ONLY ? nullptr
-                             : head_base<const TIn>(p.q, b, p.q_sb, h, p.q_sh);
-  const TIn* kb = head_base<const TIn>(p.k, b, p.k_sb, h, p.k_sh);
-  const TIn* vb = head_base<const TIn>(p.v, b, p.v_sb, h, p.v_sh) + col0;
+                             : head_base<const TIn>(p.q, sp.b, p.q_sb, h, p.q_sh);
+  const TIn* kb = head_base<const TIn>(p.k, sp.b, p.k_sb, h, p.k_sh);
+  const TIn* vb = head_base<const TIn>(p.v, sp.b, p.v_sb, h, p.v_sh) + col0;
   const int v_valid = p.Dv - col0 < VT ? p.Dv - col0 : VT;
 
   auto load_chunk = [&](int64_t ci, int buf) {
-    const int64_t t0 = seg_start + ci * kChunk;
+    const int64_t t0 = sp.seg_start + ci * kChunk;
     const int clen = chunk_tokens(sp, ci);
     if constexpr (!STATE_ONLY)
-      load_tile<DK, QP>(sQ(buf), qb, p.q_st, p.Dk, p.q_vec, t0, clen, start, len, p.reverse);
-    load_tile<DK, QP>(sK(buf), kb, p.k_st, p.Dk, p.k_vec, t0, clen, start, len, p.reverse);
-    load_tile<VT, VP>(sV(buf), vb, p.v_st, v_valid, p.v_vec, t0, clen, start, len, p.reverse);
+      load_tile<DK, QP>(sQ(buf), qb, p.q_st, p.Dk, p.q_vec, t0, clen, sp.start, sp.len, p.reverse);
+    load_tile<DK, QP>(sK(buf), kb, p.k_st, p.Dk, p.k_vec, t0, clen, sp.start, sp.len, p.reverse);
+    load_tile<VT, VP>(sV(buf), vb, p.v_st, v_valid, p.v_vec, t0, clen, sp.start, sp.len, p.reverse);
   };
 
   // ---- state R (fp32, registers) from the incoming state
@@ -109,14 +106,14 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
   auto store_state_copy = [&]() { cuda::store_state_copy<RM, NS, VP>(racc, sR, srow0, scol0, lane); };
   if constexpr (!STATE_ONLY) store_state_copy();
 
-  if (nchunks > 0) load_chunk(0, 0);
+  if (sp.nchunks > 0) load_chunk(0, 0);
   cp_async_commit();
 
-  for (int64_t ci = 0; ci < nchunks; ++ci) {
+  for (int64_t ci = 0; ci < sp.nchunks; ++ci) {
     const int cur = int(ci & 1);
     cp_async_wait_all();
     __syncthreads();  // chunk ci landed; every warp is done with chunk ci-1's stage
-    if (ci + 1 < nchunks) load_chunk(ci + 1, cur ^ 1);
+    if (ci + 1 < sp.nchunks) load_chunk(ci + 1, cur ^ 1);
     cp_async_commit();
 
     const int clen = chunk_tokens(sp, ci);
@@ -151,8 +148,8 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
       scale_rows(oacc, p.scale_state * exp2f(float(m0 + g + p.qoff) * l2),
                  p.scale_state * exp2f(float(m0 + g + 8 + p.qoff) * l2));
       scores_times<NT, VP, TC>(oacc, af, v_s, ch * OW, mt, lane);
-      store_rows<NT, TIn>(oacc, head_base<TIn>(p.o, b, p.o_sb, h, p.o_sh), p.o_st, col0 + ch * OW, p.Dv,
-                          p.o_vec2, m0, lane, clen, seg_start + ci * kChunk, start, len, p.reverse);
+      store_rows<NT, TIn>(oacc, head_base<TIn>(p.o, sp.b, p.o_sb, h, p.o_sh), p.o_st, col0 + ch * OW, p.Dv,
+                          p.o_vec2, m0, lane, clen, sp.seg_start + ci * kChunk, sp.start, sp.len, p.reverse);
     }
 
     // -- R = lambda^c R + sum_j w_j k_j v_j^T

@@ -73,22 +73,19 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
   const int seg = blockIdx.y;
   SegmentSpan sp;
   if (!segment_span(p, n, seg, sp)) return;  // empty segment of a split call: the whole block returns
-  const int64_t start = sp.start, len = sp.len, seg_start = sp.seg_start, seg_tokens = sp.seg_tokens;
-  const int64_t nchunks = sp.nchunks;
-  const int b = sp.b;
   const float l2 = log2_lambda(p.slope, h);
 
   // q, o: null in state-only calls
-  const TIn* qb = STATE_ONLY ? nullptr : head_base<const TIn>(p.q, b, p.q_sb, h, p.q_sh);
-  const TIn* kb = head_base<const TIn>(p.k, b, p.k_sb, h, p.k_sh);
-  const TIn* vb = head_base<const TIn>(p.v, b, p.v_sb, h, p.v_sh);
-  TIn* ob = STATE_ONLY ? nullptr : head_base<TIn>(p.o, b, p.o_sb, h, p.o_sh);
+  const TIn* qb = STATE_ONLY ? nullptr : head_base<const TIn>(p.q, sp.b, p.q_sb, h, p.q_sh);
+  const TIn* kb = head_base<const TIn>(p.k, sp.b, p.k_sb, h, p.k_sh);
+  const TIn* vb = head_base<const TIn>(p.v, sp.b, p.v_sb, h, p.v_sh);
+  TIn* ob = STATE_ONLY ? nullptr : head_base<TIn>(p.o, sp.b, p.o_sb, h, p.o_sh);
 
   const PanelLoader<KP> loader;
   const int dir = p.reverse ? -1 : 1;  // logical time t -> row start + t, or start + len - 1 - t
   auto first_row = [&](int64_t ci) {
-    const int64_t t0 = seg_start + ci * kChunk;
-    return p.reverse ? start + len - 1 - t0 : start + t0;
+    const int64_t t0 = sp.seg_start + ci * kChunk;
+    return p.reverse ? sp.start + sp.len - 1 - t0 : sp.start + t0;
   };
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + L::kBars);  // TMA: chunk landed in the stage
   uint64_t* empty = full + L::kStages;                               // TMA: both warpgroups done with it
@@ -99,9 +96,9 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
     mbar_arrive_expect_tx(&full[buf], uint32_t(3 * L::kTile));
 #pragma unroll
     for (int c = 0; c < KP; ++c) {
-      tma_load_panel(st + c * L::kPanel, &maps.q, &full[buf], 64 * c, h, t, b);
-      tma_load_panel(st + L::kK + c * L::kPanel, &maps.k, &full[buf], 64 * c, h, t, b);
-      tma_load_panel(st + L::kV + c * L::kPanel, &maps.v, &full[buf], 64 * c, h, t, b);
+      tma_load_panel(st + c * L::kPanel, &maps.q, &full[buf], 64 * c, h, t, sp.b);
+      tma_load_panel(st + L::kK + c * L::kPanel, &maps.k, &full[buf], 64 * c, h, t, sp.b);
+      tma_load_panel(st + L::kV + c * L::kPanel, &maps.v, &full[buf], 64 * c, h, t, sp.b);
     }
   };
   auto load_chunk = [&](int64_t ci, int buf) {
@@ -140,21 +137,21 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
     if (threadIdx.x == 0) {
 #pragma unroll
       for (int s = 0; s < L::kStages - 1; ++s)
-        if (s < nchunks) tma_chunk(s, s);
+        if (s < sp.nchunks) tma_chunk(s, s);
     }
   } else {
 #pragma unroll
     for (int s = 0; s < L::kStages - 1; ++s) {
-      if (s < nchunks) load_chunk(s, s);
+      if (s < sp.nchunks) load_chunk(s, s);
       cp_async_commit();
     }
   }
 
-  for (int64_t ci = 0; ci < nchunks; ++ci) {
+  for (int64_t ci = 0; ci < sp.nchunks; ++ci) {
     if constexpr (TMA) {
       // the stage of chunk ci + 2 last held chunk ci - 1: reuse it once both warpgroups released it
       const int64_t next = ci + L::kStages - 1;
-      if (threadIdx.x == 0 && next < nchunks) {
+      if (threadIdx.x == 0 && next < sp.nchunks) {
         if (ci >= 1) mbar_wait(&empty[(ci - 1) % L::kStages], uint32_t(((ci - 1) / L::kStages) & 1));
         tma_chunk(next, int(next % L::kStages));
       }
@@ -165,7 +162,7 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
       cp_async_wait<L::kStages - 2>();
       fence_proxy_async();
       __syncthreads();  // chunk ci landed for every thread; everyone is done with chunk ci-1
-      if (ci + L::kStages - 1 < nchunks) load_chunk(ci + L::kStages - 1, int((ci + L::kStages - 1) % L::kStages));
+      if (ci + L::kStages - 1 < sp.nchunks) load_chunk(ci + L::kStages - 1, int((ci + L::kStages - 1) % L::kStages));
       cp_async_commit();
     }
 
@@ -231,7 +228,7 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
       fence_proxy_async();
       __syncwarp();
       if (lane == 0)
-        tma_store_panel(&maps.o, sOst + warp * 16 * kPanelRowBytes, col0, h, int(first_row(ci)) + warp * 16, b);
+        tma_store_panel(&maps.o, sOst + warp * 16 * kPanelRowBytes, col0, h, int(first_row(ci)) + warp * 16, sp.b);
     } else {
       store_rows_pairs<TIn>(oacc, ob, p.o_st, col0, warp, lane, clen, first_row(ci), dir);
     }

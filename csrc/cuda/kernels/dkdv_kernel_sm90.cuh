@@ -54,35 +54,29 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
 
   SegmentSpan sp;
   if (!segment_span(p, n, seg, sp)) return;  // empty segment of a split call: the whole block returns
-  const int64_t start = sp.start, len = sp.len, seg_start = sp.seg_start, seg_tokens = sp.seg_tokens;
-  const int64_t nchunks = sp.nchunks;
-  const int b = sp.b;
   const float l2 = log2_lambda(p.slope, h);
 
-  const TIn* qb = head_base<const TIn>(p.q, b, p.q_sb, h, p.q_sh);
-  const TIn* kb = head_base<const TIn>(p.k, b, p.k_sb, h, p.k_sh);
-  const TIn* vb = head_base<const TIn>(p.v, b, p.v_sb, h, p.v_sh);
-  const TIn* db = head_base<const TIn>(p.dout, b, p.do_sb, h, p.do_sh);
-  TIn* outb = WG == 0 ? head_base<TIn>(p.dv, b, p.dv_sb, h, p.dv_sh)
-                      : head_base<TIn>(p.dk, b, p.dk_sb, h, p.dk_sh);
+  const BackwardInputs<TIn> in = backward_inputs<TIn>(p, sp.b, h);
+  TIn* outb = WG == 0 ? head_base<TIn>(p.dv, sp.b, p.dv_sb, h, p.dv_sh)
+                      : head_base<TIn>(p.dk, sp.b, p.dk_sb, h, p.dk_sh);
   const int64_t out_st = WG == 0 ? p.dv_st : p.dk_st;
 
   // D = 128: all 256 threads load each [64, 128] tile; D = 64: a warpgroup's 128 threads load a
   // [64, 64] tile, warpgroup 0 Q and K, warpgroup 1 V and dO
   const PanelLoader<KP> loader(KP == 2 ? int(threadIdx.x) : int(threadIdx.x % 128));
   // logical (reversed) time t -> row start + len - 1 - t
-  auto last_row = [&](int64_t ci) { return start + len - 1 - (seg_start + ci * kChunk); };
+  auto last_row = [&](int64_t ci) { return sp.start + sp.len - 1 - (sp.seg_start + ci * kChunk); };
   auto load_chunk = [&](int64_t ci, int buf) {
     const int clen = chunk_tokens(sp, ci);
     const uint32_t tile = smem_addr(stage(buf));
     const int64_t first = last_row(ci);
     if (KP == 2 || WG == 0) {
-      loader.load(tile, qb, p.q_st, first, -1, clen);
-      loader.load(tile + L::kTile, kb, p.k_st, first, -1, clen);
+      loader.load(tile, in.q, p.q_st, first, -1, clen);
+      loader.load(tile + L::kTile, in.k, p.k_st, first, -1, clen);
     }
     if (KP == 2 || WG == 1) {
-      loader.load(tile + 2 * L::kTile, vb, p.v_st, first, -1, clen);
-      loader.load(tile + 3 * L::kTile, db, p.do_st, first, -1, clen);
+      loader.load(tile + 2 * L::kTile, in.v, p.v_st, first, -1, clen);
+      loader.load(tile + 3 * L::kTile, in.dout, p.do_st, first, -1, clen);
     }
   };
 
@@ -97,14 +91,14 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
     store_state_panel<TC>(sS + WG * L::kS, racc, warp, lane);
   }
 
-  if (nchunks > 0) load_chunk(0, 0);
+  if (sp.nchunks > 0) load_chunk(0, 0);
   cp_async_commit();
 
-  for (int64_t ci = 0; ci < nchunks; ++ci) {
+  for (int64_t ci = 0; ci < sp.nchunks; ++ci) {
     cp_async_wait<0>();
     fence_proxy_async();
     sync_all();  // chunk ci and every dS panel are in place; chunk ci-1's stage is free
-    if (ci + 1 < nchunks) load_chunk(ci + 1, int((ci + 1) & 1));
+    if (ci + 1 < sp.nchunks) load_chunk(ci + 1, int((ci + 1) & 1));
     cp_async_commit();
 
     const int clen = chunk_tokens(sp, ci);
@@ -179,7 +173,7 @@ __device__ __forceinline__ void dkdv_sweep_sm90(const DkDvParams& p, const CUten
       if (lane == 0) {
 #pragma unroll
         for (int c = 0; c < KP; ++c)
-          tma_store_panel(out_map, sOst + c * kPanelBytes + warp * 16 * kPanelRowBytes, 64 * c, h, tbox, b, add);
+          tma_store_panel(out_map, sOst + c * kPanelBytes + warp * 16 * kPanelRowBytes, 64 * c, h, tbox, sp.b, add);
       }
     } else {
 #pragma unroll

@@ -46,6 +46,17 @@ __device__ __forceinline__ T* head_base(Ptr base, int b, int64_t sb, int h, int6
   return static_cast<T*>(base) + b * sb + h * sh;
 }
 
+// The backward kernels' four inputs (q, k, v, dO) at head h of batch row b.
+template <typename TIn>
+struct BackwardInputs {
+  const TIn *q, *k, *v, *dout;
+};
+template <typename TIn, typename Params>
+__device__ __forceinline__ BackwardInputs<TIn> backward_inputs(const Params& p, int b, int h) {
+  return {head_base<const TIn>(p.q, b, p.q_sb, h, p.q_sh), head_base<const TIn>(p.k, b, p.k_sb, h, p.k_sh),
+          head_base<const TIn>(p.v, b, p.v_sb, h, p.v_sh), head_base<const TIn>(p.dout, b, p.do_sb, h, p.do_sh)};
+}
+
 // Host: the architecture of the code the current device loads for `kernel` (cudaFuncAttributes::
 // binaryVersion, e.g. 80 or 90); 0 where the build has none the device can run.
 template <typename Kernel>
