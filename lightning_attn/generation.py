@@ -170,7 +170,7 @@ def generate(model, prompts: Union[Tensor, Sequence[Sequence[int]]], max_new_tok
     finished = [False] * N
     for step in range(max_new_tokens):
         if return_logits:
-            all_logits.append(logits.float().clone())  # a graph step returns the same buffer every step
+            all_logits.append(logits.to(torch.float32, copy=True))  # a graph step returns the same buffer every step
         tok = sample_logits(logits, temperature, top_k, top_p, generator)  # [N]
         for i, t in enumerate(tok.tolist()):
             if not finished[i]:
