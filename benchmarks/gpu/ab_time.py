@@ -3,6 +3,7 @@ per call, and B = 1 at 1M; do_bench medians) with whichever lightning_attn is fi
 JSON line to --out. For A/B runs of two builds in one session: run it alternately under each
 (A, B, A, B) and compare the medians per shape (benchmarks/gpu/run_ab.sh)."""
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -27,21 +28,27 @@ SHAPES = [(TOTAL // T, T, Dk, Dv) for T, Dk, Dv in
           [(1024, 128, 128), (4096, 128, 128), (8192, 128, 128), (16384, 128, 128), (32768, 128, 128),
            (65536, 128, 128), (4096, 64, 64), (65536, 64, 64), (4096, 256, 128), (65536, 256, 128)]] + [
           (1, 1 << 20, 128, 128)]
+# rows timed under hopper=False too: the portable kernels on the same inputs
+PORTABLE = {(16, 4096, 128, 128), (1, 65536, 128, 128), (16, 4096, 64, 64)}
 row = {"tag": a.tag, "module": la.__file__, "time": time.time(), "ms": {}}
-for B, T, Dk, Dv in SHAPES:
+for B, T, Dk, Dv, portable in [s + (False,) for s in SHAPES] + [s + (True,) for s in SHAPES if s in PORTABLE]:
     torch.manual_seed(0)
     q, k, v = make(B, T, Dk, Dv)
     slope = torch.rand(H, device="cuda") * 0.2 + 0.001
     qg, kg, vg = (x.clone().requires_grad_() for x in (q, k, v))
     do = torch.randn_like(v)
-    key = f"T{T}_Dk{Dk}_Dv{Dv}" + (f"_B{B}" if B * T != TOTAL else "")
+    key = f"T{T}_Dk{Dk}_Dv{Dv}" + (f"_B{B}" if B * T != TOTAL else "") + ("_portable" if portable else "")
+
+    opts = (lambda: la.kernel_options(hopper=False)) if portable else contextlib.nullcontext
 
     def fwd():
-        return la.lightning_attn_func(q, k, v, slope)[0]
+        with opts():
+            return la.lightning_attn_func(q, k, v, slope)[0]
 
     def fb():
-        o = la.lightning_attn_func(qg, kg, vg, slope)[0]
-        return torch.autograd.grad(o, (qg, kg, vg), do)
+        with opts():
+            o = la.lightning_attn_func(qg, kg, vg, slope)[0]
+            return torch.autograd.grad(o, (qg, kg, vg), do)
 
     o = fwd()
     grads = fb()

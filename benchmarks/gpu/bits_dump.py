@@ -44,8 +44,11 @@ CALLS = [(64, 1024, 16, 128, 128, torch.bfloat16, False, False), (16, 4096, 16, 
          (2, 4096, 4, 256, 256, torch.float16, False, True), (4, 4096, 16, 128, 128, torch.float32, False, True),
          (1, 20000, 8, 128, 128, torch.bfloat16, True, True), (1, 9000, 4, 64, 64, torch.float16, True, False),
          (3, 777, 5, 100, 48, torch.bfloat16, False, True), (2, 3000, 3, 192, 160, torch.bfloat16, False, True)]
+# The same under hopper=False: the portable chunk and dk/dv kernels on 16-bit inputs.
+PORTABLE_CALLS = [(16, 4096, 16, 128, 128, torch.bfloat16, False, True), (16, 4096, 16, 64, 64, torch.float16, False, False),
+                  (1, 8192, 16, 64, 128, torch.bfloat16, True, True), (1, 65536, 16, 128, 64, torch.bfloat16, False, True)]
 out = {}
-for (B, T, H, Dk, Dv, dt, varlen, state) in CALLS:
+for portable, (B, T, H, Dk, Dv, dt, varlen, state) in [(False, c) for c in CALLS] + [(True, c) for c in PORTABLE_CALLS]:
     g = torch.Generator(device=dev).manual_seed(B * 7919 + T * 31 + Dk * 3 + Dv)
     rnd = lambda *s, dtype=dt: torch.randn(*s, device=dev, dtype=dtype, generator=g)
     q, k, v = rnd(B, T, H, Dk) * Dk ** -0.5, rnd(B, T, H, Dk) * Dk ** -0.5, rnd(B, T, H, Dv)
@@ -60,8 +63,10 @@ for (B, T, H, Dk, Dv, dt, varlen, state) in CALLS:
     dhT = rnd(N, H, Dk, Dv, dtype=torch.float32) * 0.1 if state else None
     leaves = [x.requires_grad_() for x in (q, k, v)] + ([h0.requires_grad_()] if state else [])
     key = f"B{B}_T{T}_H{H}_Dk{Dk}_Dv{Dv}_{str(dt)[6:]}" + ("_varlen" if varlen else "") + ("_state" if state else "")
-    o, hT = la.lightning_attn_func(q, k, v, slope, Dk ** -0.5, h0, cu_seqlens=cu, output_final_state=True)
-    grads = torch.autograd.grad([o, hT], leaves, [do, dhT if state else torch.zeros_like(hT)])
+    key += "_portable" if portable else ""
+    with la.kernel_options(hopper=not portable):
+        o, hT = la.lightning_attn_func(q, k, v, slope, Dk ** -0.5, h0, cu_seqlens=cu, output_final_state=True)
+        grads = torch.autograd.grad([o, hT], leaves, [do, dhT if state else torch.zeros_like(hT)])
     out[key] = {n: checksum(t) for n, t in zip(["o", "hT", "dq", "dk", "dv", "dh0"], [o, hT] + list(grads) + [None] * 2)}
     del q, k, v, o, hT, grads, leaves, do
     torch.cuda.empty_cache()

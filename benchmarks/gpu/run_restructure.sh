@@ -49,7 +49,7 @@ print("all finite:", all(c is None or c[2] for d in (a, b) for r in d.values() f
 PY
       stamp "bits" ;;
     ab)
-      timeout ${AB_TIMEOUT:-330} bash benchmarks/gpu/run_ab.sh > "$OUT/ab_table.txt" 2>&1; tail -14 "$OUT/ab_table.txt"
+      timeout ${AB_TIMEOUT:-330} bash benchmarks/gpu/run_ab.sh > "$OUT/ab_table.txt" 2>&1; tail -18 "$OUT/ab_table.txt"
       stamp "ab rc=$?" ;;
     tests)
       PYTHONPATH=$PWD timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -rf -p no:cacheprovider tests \
@@ -101,6 +101,6 @@ done
 echo "==== summary"
 cat "$OUT/gpu.txt"
 [ -f "$OUT/bits_compare.txt" ] && head -20 "$OUT/bits_compare.txt"
-[ -f "$OUT/ab_table.txt" ] && tail -14 "$OUT/ab_table.txt"
+[ -f "$OUT/ab_table.txt" ] && tail -18 "$OUT/ab_table.txt"
 [ -f "$OUT/tests_cuda.log" ] && grep -E "FAILED|passed|failed" "$OUT/tests_cuda.log" | tail -8
 true

@@ -24,41 +24,39 @@ namespace cuda {
     }                                                                                       \
   }()
 
+// Inside the shape switches: binds NAME to 64 where DV <= 64, else to 128, and calls the body.
+#define LIGHTNING_ATTN_BIND_64_OR_128_(NAME, DV, ...)         \
+  if ((DV) <= 64) { constexpr int NAME = 64; return __VA_ARGS__(); } \
+  constexpr int NAME = 128;                                   \
+  return __VA_ARGS__()
+
 // Binds kDK (padded Dk: 64, 128 or 256) and kVT (the v tile a chunk block owns) for the chunk
 // kernels. VT is 128 where Dv > 64 (all of Dv = 128 in one block, so q and k are read once),
 // 64 for Dv <= 64 (no padded half tile) and at Dk = 256 (the fp32 state slice 256 x 64 then
 // stays in registers, 64 floats per thread).
-#define LIGHTNING_ATTN_CHUNK_SHAPE_SWITCH(DK, DV, ...)                                   \
-  [&] {                                                                                  \
-    if ((DK) <= 64) {                                                                    \
-      constexpr int kDK = 64;                                                            \
-      if ((DV) <= 64) { constexpr int kVT = 64; return __VA_ARGS__(); }                  \
-      constexpr int kVT = 128;                                                           \
-      return __VA_ARGS__();                                                              \
-    } else if ((DK) <= 128) {                                                            \
-      constexpr int kDK = 128;                                                           \
-      if ((DV) <= 64) { constexpr int kVT = 64; return __VA_ARGS__(); }                  \
-      constexpr int kVT = 128;                                                           \
-      return __VA_ARGS__();                                                              \
-    } else {                                                                             \
-      constexpr int kDK = 256, kVT = 64;                                                 \
-      return __VA_ARGS__();                                                              \
-    }                                                                                    \
+#define LIGHTNING_ATTN_CHUNK_SHAPE_SWITCH(DK, DV, ...)                          \
+  [&] {                                                                         \
+    if ((DK) <= 64) {                                                           \
+      constexpr int kDK = 64;                                                   \
+      LIGHTNING_ATTN_BIND_64_OR_128_(kVT, DV, __VA_ARGS__);                     \
+    } else if ((DK) <= 128) {                                                   \
+      constexpr int kDK = 128;                                                  \
+      LIGHTNING_ATTN_BIND_64_OR_128_(kVT, DV, __VA_ARGS__);                     \
+    } else {                                                                    \
+      constexpr int kDK = 256, kVT = 64;                                        \
+      return __VA_ARGS__();                                                     \
+    }                                                                           \
   }()
 
 // Binds kDK, kDV (padded to 64 or 128) for the fused dk/dv sweep (Dk, Dv <= 128).
-#define LIGHTNING_ATTN_DKDV_SHAPE_SWITCH(DK, DV, ...)                                    \
-  [&] {                                                                                  \
-    if ((DK) <= 64) {                                                                    \
-      constexpr int kDK = 64;                                                            \
-      if ((DV) <= 64) { constexpr int kDV = 64; return __VA_ARGS__(); }                  \
-      constexpr int kDV = 128;                                                           \
-      return __VA_ARGS__();                                                              \
-    }                                                                                    \
-    constexpr int kDK = 128;                                                             \
-    if ((DV) <= 64) { constexpr int kDV = 64; return __VA_ARGS__(); }                    \
-    constexpr int kDV = 128;                                                             \
-    return __VA_ARGS__();                                                                \
+#define LIGHTNING_ATTN_DKDV_SHAPE_SWITCH(DK, DV, ...)                           \
+  [&] {                                                                         \
+    if ((DK) <= 64) {                                                           \
+      constexpr int kDK = 64;                                                   \
+      LIGHTNING_ATTN_BIND_64_OR_128_(kDV, DV, __VA_ARGS__);                     \
+    }                                                                           \
+    constexpr int kDK = 128;                                                    \
+    LIGHTNING_ATTN_BIND_64_OR_128_(kDV, DV, __VA_ARGS__);                       \
   }()
 
 // A value per device, computed on first use there (occupancies: they depend on the GPU).

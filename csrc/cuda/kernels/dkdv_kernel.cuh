@@ -24,6 +24,30 @@ struct DkDvSmem {
   static constexpr size_t bytes() { return 2 * (2 * kStage + DK * kVPitch); }
 };
 
+// One output of the sweep for this warp's 16 rows: out = lambda^r X dS (dS^T where TRANS) +
+// mask(X Y^T) Z, with (X, Y, Z, out) = (K, Q, dO, dv) and (V, dO, Q, dk). X and Y share the
+// pitch XP; the 16-bit copy of dS has pitch SP; the warp writes NT n-tiles from column c0.
+template <int DX, int XP, int NT, int ZP, int SP, bool TRANS, typename TC, typename TIn>
+__device__ __forceinline__ void sweep_output(const TC* x_s, const TC* y_s, const TC* z_s, const TC* sR, TIn* outb,
+                                             int64_t out_st, int out_dim, bool out_vec2, int c0, int mt, int lane,
+                                             float scale, float l2, float f0, float f1, int clen, int64_t t_base,
+                                             int64_t start, int64_t len) {
+  const int m0 = mt * 16;
+  uint32_t xf[4];  // A fragment of the current k-step of this warp's 16 rows of X
+  auto x_frag = [&](int kk) -> const uint32_t(&)[4] {
+    ldsm_x4(xf, x_s + (m0 + (lane % 16)) * XP + kk * 16 + (lane / 16) * 8);
+    return xf;
+  };
+  uint32_t af[4][4];
+  masked_scores<DX / 16, XP, TC>(af, x_frag, y_s, mt, lane, scale, l2);
+  float acc[NT][4];
+  times_state<DX / 16, NT, SP, TRANS, TC>(acc, x_frag, sR, c0, lane);
+  scale_rows(acc, f0, f1);
+  scores_times<NT, ZP, TC>(acc, af, z_s, c0, mt, lane);
+  store_rows<NT, TIn>(acc, outb, out_st, c0, out_dim, out_vec2, m0, lane, clen, t_base, start, len,
+                      /*reverse=*/true);
+}
+
 template <int DK, int DV, typename TIn>
 __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
   using TC = typename ComputeType<TIn>::type;
@@ -52,7 +76,7 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
 
   SegmentSpan sp;
   if (!segment_span(p, n, seg, sp)) return;  // empty segment of a split call: the whole block returns
-  const int64_t start = sp.start, len = sp.len, seg_start = sp.seg_start, seg_tokens = sp.seg_tokens;
+  const int64_t start = sp.start, len = sp.len, seg_start = sp.seg_start;
   const int64_t nchunks = sp.nchunks;
   const int b = sp.b;
   const float l2 = log2_lambda(p.slope, h);
@@ -91,38 +115,11 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
     const int64_t t_base = seg_start + ci * kChunk;
     const TC *q_s = sQ(cur), *k_s = sK(cur), *v_s = sV(cur), *o_s = sO(cur);
     const float f0 = exp2f(float(m0 + g) * l2), f1 = exp2f(float(m0 + g + 8) * l2);  // lambda^r
-
-    uint32_t xf[4];  // A fragment of the current k-step of this warp's 16 rows of K or V
-    // ---- dv = lambda^r K dS + mask(K Q^T) dO
-    {
-      uint32_t af[4][4];
-      auto k_frag = [&](int kk) -> const uint32_t(&)[4] {
-        ldsm_x4(xf, k_s + (m0 + (lane % 16)) * KP + kk * 16 + (lane / 16) * 8);
-        return xf;
-      };
-      masked_scores<DK / 16, KP, TC>(af, k_frag, q_s, mt, lane, p.scale, l2);
-      float acc[NTV][4];
-      times_state<DK / 16, NTV, VP, false, TC>(acc, k_frag, sR, ch * (DV / CH), lane);
-      scale_rows(acc, f0, f1);
-      scores_times<NTV, VP, TC>(acc, af, o_s, ch * (DV / CH), mt, lane);
-      store_rows<NTV, TIn>(acc, dvb, p.dv_st, ch * (DV / CH), p.Dv, p.dv_vec2, m0, lane, clen, t_base, start,
-                           len, /*reverse=*/true);
-    }
-    // ---- dk = lambda^r V dS^T + mask(V dO^T) Q
-    {
-      uint32_t af[4][4];
-      auto v_frag = [&](int kk) -> const uint32_t(&)[4] {
-        ldsm_x4(xf, v_s + (m0 + (lane % 16)) * VP + kk * 16 + (lane / 16) * 8);
-        return xf;
-      };
-      masked_scores<DV / 16, VP, TC>(af, v_frag, o_s, mt, lane, p.scale, l2);
-      float acc[NTK][4];
-      times_state<DV / 16, NTK, VP, true, TC>(acc, v_frag, sR, ch * (DK / CH), lane);
-      scale_rows(acc, f0, f1);
-      scores_times<NTK, KP, TC>(acc, af, q_s, ch * (DK / CH), mt, lane);
-      store_rows<NTK, TIn>(acc, dkb, p.dk_st, ch * (DK / CH), p.Dk, p.dk_vec2, m0, lane, clen, t_base, start,
-                           len, /*reverse=*/true);
-    }
+    // ---- dv = lambda^r K dS + mask(K Q^T) dO, then dk = lambda^r V dS^T + mask(V dO^T) Q
+    sweep_output<DK, KP, NTV, VP, VP, false>(k_s, q_s, o_s, sR, dvb, p.dv_st, p.Dv, p.dv_vec2, ch * (DV / CH), mt,
+                                            lane, p.scale, l2, f0, f1, clen, t_base, start, len);
+    sweep_output<DV, VP, NTK, KP, VP, true>(v_s, o_s, q_s, sR, dkb, p.dk_st, p.Dk, p.dk_vec2, ch * (DK / CH), mt,
+                                           lane, p.scale, l2, f0, f1, clen, t_base, start, len);
     // ---- dS = lambda^c dS + sum_j scale lambda^(c-j) q_j do_j^T
     update_state<RM, NS, KP, VP, TC>(racc, q_s, o_s, srow0, scol0, clen, p.scale, /*koff=*/1, l2, lane);
     __syncthreads();  // every warp has read the old copy of dS
