@@ -24,6 +24,13 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
   return handle.call(q, k, v, slope, scale, initial_state, cu_seqlens, head_first, output_final_state);
 }
 
+at::Tensor forward_slots(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& state_pool,
+                         const at::Tensor& slot_ids, OptT slope, double scale, OptT cu_seqlens, bool head_first) {
+  static const auto handle = op<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, OptT, double,
+                                           at::Tensor&, const at::Tensor&, OptT, bool)>("lightning_attn::fwd_slots");
+  return handle.call(q, k, v, slope, scale, state_pool, slot_ids, cu_seqlens, head_first);
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, OptT slope,
     double scale, OptT initial_state, OptT d_final_state, OptT cu_seqlens, bool head_first) {

@@ -161,6 +161,42 @@ AttnDims check_fwd_inputs(const at::Tensor& q, const at::Tensor& k, const at::Te
           s.Dv.expect_int(), s.N.expect_int(), s.varlen,         s.state_dtype};
 }
 
+namespace {
+
+// slot_ids: int32 [rows] on q's device.
+void check_slot_ids(const at::Tensor& s, const char* op, const SymInt& rows, const char* rows_name,
+                    const at::Tensor& q) {
+  check_same_device(s, op, "slot_ids", q, "q");
+  LA_CHECK_SYM(shape_is(s.sym_sizes(), {rows}), op, ": slot_ids must have shape [", rows_name, "] = [", str(rows),
+               "], got ", str(s.sym_sizes()));
+  TORCH_CHECK_VALUE(s.scalar_type() == at::kInt, op, ": slot_ids must be int32, got ", s.scalar_type());
+}
+
+}  // namespace
+
+SymAttnDims check_fwd_slots_inputs_sym(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const std::optional<at::Tensor>& slope, const at::Tensor& state,
+                                       const at::Tensor& slot_ids, const std::optional<at::Tensor>& cu_seqlens,
+                                       bool head_first) {
+  const SymAttnDims d = check_fwd_inputs_sym(q, k, v, slope, std::nullopt, cu_seqlens, head_first);
+  TORCH_CHECK_VALUE(state.dim() == 4, kFwd, ": with slot_ids, initial_state must be a state pool ",
+                    "[num_slots, H, Dk, Dv], got shape ", str(state.sym_sizes()));
+  LA_CHECK_SYM(state.sym_size(0).sym_ge(1), kFwd, ": the state pool must have num_slots >= 1, got shape ",
+               str(state.sym_sizes()));
+  check_state(state, kFwd, "initial_state (the state pool)", "num_slots", state.sym_size(0), d, q);
+  check_slot_ids(slot_ids, kFwd, d.N, "N", q);
+  return d;
+}
+
+AttnDims check_fwd_slots_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const std::optional<at::Tensor>& slope, const at::Tensor& state,
+                                const at::Tensor& slot_ids, const std::optional<at::Tensor>& cu_seqlens,
+                                bool head_first) {
+  const SymAttnDims s = check_fwd_slots_inputs_sym(q, k, v, slope, state, slot_ids, cu_seqlens, head_first);
+  return {s.B.expect_int(), s.T.expect_int(),  s.H.expect_int(), s.Dk.expect_int(),
+          s.Dv.expect_int(), s.N.expect_int(), s.varlen,         s.state_dtype};
+}
+
 void check_bwd_inputs(const at::Tensor& dout_in, const at::Tensor& v_in, const SymAttnDims& d,
                       const std::optional<at::Tensor>& d_final_state, bool head_first) {
   LA_CHECK_SYM(shape_is(dout_in.sym_sizes(), v_in.sym_sizes()), kFwd, ": do must have v's shape ",
@@ -229,13 +265,7 @@ void check_decode_tokens_inputs(const at::Tensor& q, const at::Tensor& k, const 
   check_head_dims(d.Dk, d.Dv, op);
   check_state(state, op, "state", slot_ids.has_value() ? "num_slots" : "B", rows, d, q);
   LA_CHECK_SYM(state.sym_is_contiguous(), op, ": state must be contiguous (it is updated in place)");
-  if (slot_ids.has_value()) {
-    const at::Tensor& s = *slot_ids;
-    check_same_device(s, op, "slot_ids", q, "q");
-    LA_CHECK_SYM(shape_is(s.sym_sizes(), {B}), op, ": slot_ids must have shape [B] = [", str(B), "], got ",
-                 str(s.sym_sizes()));
-    TORCH_CHECK_VALUE(s.scalar_type() == at::kInt, op, ": slot_ids must be int32, got ", s.scalar_type());
-  }
+  if (slot_ids.has_value()) check_slot_ids(*slot_ids, op, B, "B", q);
   if (num_accepted.has_value()) {
     const at::Tensor& a = *num_accepted;
     TORCH_CHECK_VALUE(!output_states, op,
@@ -284,16 +314,19 @@ void check_cu_seqlens_values(const at::Tensor& cu, int64_t T) {
                     c);
 }
 
+void check_slot_ids_values(const at::Tensor& slot_ids, int64_t num_slots, const char* op) {
+  if (slot_ids.numel() == 0) return;
+  const at::Tensor s = slot_ids.to(at::kLong);
+  TORCH_CHECK_VALUE(s.min().item<int64_t>() >= -1 && s.max().item<int64_t>() < num_slots, op,
+                    ": slot_ids must be in [-1, num_slots = ", std::to_string(num_slots), "), got ", s);
+  const at::Tensor used = s.masked_select(s >= 0);
+  TORCH_CHECK_VALUE(std::get<0>(at::_unique(used)).numel() == used.numel(), op,
+                    ": slot_ids must be distinct (each slot holds one sequence's state), got ", s);
+}
+
 void check_decode_tokens_values(const std::optional<at::Tensor>& slot_ids, int64_t num_slots,
                                 const std::optional<at::Tensor>& num_accepted, int64_t K) {
-  if (slot_ids.has_value() && slot_ids->numel() > 0) {
-    const at::Tensor s = slot_ids->to(at::kLong);
-    TORCH_CHECK_VALUE(s.min().item<int64_t>() >= -1 && s.max().item<int64_t>() < num_slots, kDecodeTokens,
-                      ": slot_ids must be in [-1, num_slots = ", std::to_string(num_slots), "), got ", s);
-    const at::Tensor used = s.masked_select(s >= 0);
-    TORCH_CHECK_VALUE(std::get<0>(at::_unique(used)).numel() == used.numel(), kDecodeTokens,
-                      ": slot_ids must be distinct (each slot holds one sequence's state), got ", s);
-  }
+  if (slot_ids.has_value()) check_slot_ids_values(*slot_ids, num_slots, kDecodeTokens);
   if (num_accepted.has_value() && num_accepted->numel() > 0) {
     const at::Tensor a = num_accepted->to(at::kLong);
     TORCH_CHECK_VALUE(a.min().item<int64_t>() >= 0 && a.max().item<int64_t>() <= K, kDecodeTokens,

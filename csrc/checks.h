@@ -71,6 +71,18 @@ AttnDims check_fwd_inputs(const at::Tensor& q, const at::Tensor& k, const at::Te
                           const std::optional<at::Tensor>& initial_state,
                           const std::optional<at::Tensor>& cu_seqlens, bool head_first);
 
+// fwd_slots (a prefill into a state pool): q, k, v, slope, cu_seqlens as for fwd; state: a
+// pool [num_slots, H, Dk, Dv] in the state dtype; slot_ids: int32 [N], on q's device. Sizes,
+// dtypes and devices only (the ids' values: check_slot_ids_values).
+SymAttnDims check_fwd_slots_inputs_sym(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const std::optional<at::Tensor>& slope, const at::Tensor& state,
+                                       const at::Tensor& slot_ids, const std::optional<at::Tensor>& cu_seqlens,
+                                       bool head_first);
+AttnDims check_fwd_slots_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const std::optional<at::Tensor>& slope, const at::Tensor& state,
+                                const at::Tensor& slot_ids, const std::optional<at::Tensor>& cu_seqlens,
+                                bool head_first);
+
 // do must match o = fwd(q, k, v): same shape as v, q's dtype and device;
 // d_final_state: [N, H, Dk, Dv] in the state dtype. d comes from check_fwd_inputs.
 void check_bwd_inputs(const at::Tensor& dout, const at::Tensor& v, const SymAttnDims& d,
@@ -100,7 +112,9 @@ void check_srms_norm_bwd_inputs(const at::Tensor& dy, const at::Tensor& x, const
 // (CUDA ops never synchronise with the host: their kernels clamp instead).
 void check_slope_values(const at::Tensor& slope);
 void check_cu_seqlens_values(const at::Tensor& cu_seqlens, int64_t T);
-// slot_ids in [-1, num_slots) and distinct apart from -1; num_accepted in [0, K].
+// slot_ids in [-1, num_slots) and distinct apart from -1 (op names the op in the message).
+void check_slot_ids_values(const at::Tensor& slot_ids, int64_t num_slots, const char* op);
+// slot_ids as above; num_accepted in [0, K].
 void check_decode_tokens_values(const std::optional<at::Tensor>& slot_ids, int64_t num_slots,
                                 const std::optional<at::Tensor>& num_accepted, int64_t K);
 

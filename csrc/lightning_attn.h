@@ -22,6 +22,14 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& q, const at::Tensor
                                            const std::optional<at::Tensor>& cu_seqlens = std::nullopt,
                                            bool head_first = false, bool output_final_state = false);
 
+// A prefill into a state pool [num_slots, H, Dk, Dv]: sequence n starts from row slot_ids[n]
+// (int32 [N]; -1: from zeros, nothing kept) and its final state is written into that row in
+// place. Returns o. No autograd. See the schema in ops.cpp.
+at::Tensor forward_slots(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, at::Tensor& state_pool,
+                         const at::Tensor& slot_ids, const std::optional<at::Tensor>& slope = std::nullopt,
+                         double scale = 1.0, const std::optional<at::Tensor>& cu_seqlens = std::nullopt,
+                         bool head_first = false);
+
 // dq, dk, dv, d_initial_state (empty without initial_state).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -11,6 +11,13 @@ TORCH_LIBRARY(lightning_attn, m) {
       "fwd(Tensor q, Tensor k, Tensor v, Tensor? slope, float scale, "
       "Tensor? initial_state, Tensor? cu_seqlens, bool head_first, "
       "bool output_final_state) -> (Tensor o, Tensor final_state)");
+  // fwd for a serving engine's prefill: sequence n starts from row slot_ids[n] (int32 [N]) of
+  // the state pool [num_slots, H, Dk, Dv] and its final state is written back into that row, in
+  // place (no gather or scatter). A row of -1 (on CUDA, any id outside [0, num_slots)) starts
+  // from zeros and leaves the pool untouched. No autograd: an inference op.
+  m.def(
+      "fwd_slots(Tensor q, Tensor k, Tensor v, Tensor? slope, float scale, Tensor(a!) state, "
+      "Tensor slot_ids, Tensor? cu_seqlens, bool head_first) -> Tensor o");
   // Backward of fwd. d_final_state is the gradient flowing into the final state
   // (None when it was not used). d_initial_state is empty without initial_state.
   m.def(

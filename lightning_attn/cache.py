@@ -17,7 +17,8 @@ A serving engine keeps many requests' states in one pool instead (``TNLCache.poo
 the rows of each forward to slots, -1 for a row that holds no request. Decode steps read and
 update the pool rows in place through the decode op's ``slot_ids`` (no gather or scatter), so a
 fixed-shape step over all slots can be captured once in a CUDA graph while requests come and go;
-a prefill gathers its slots' states as initial states and writes its final states back.
+a prefill starts from its slots' rows and writes its final states into them in place, through the
+same ``slot_ids`` (``lightning_attn_func(..., slot_ids=...)``), also with no gather or scatter.
 """
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -77,7 +78,7 @@ class TNLCache:
 
     def use_slots(self, slot_ids: Tensor) -> None:
         """Pool mode: the next forwards' rows are the slots ``slot_ids`` (int32 ``[B]``, -1: a row
-        without a request, skipped by decode steps; every row of a prefill must name a slot).
+        without a request: skipped by decode steps; in a prefill it runs from zeros and keeps nothing).
         The cache reads the tensor itself: a captured graph keeps reading the one it was
         captured with, so change that tensor in place between replays."""
         if not self.is_pool:
@@ -104,10 +105,14 @@ class TNLCache:
                     cu_seqlens: Optional[Tensor]) -> Tensor:
         """Pool mode attention of one layer: q, k ``[B, T, H, Dk]``, v ``[B, T, H, Dv]`` -> o like v.
         T == 1: the decode op on the pool rows, in place. Otherwise a prefill from the slots'
-        states (one state per sequence of cu_seqlens when given), written back to the slots."""
+        rows (one slot per sequence of cu_seqlens when given), its final states written into them."""
         pool = self.states[layer]
         if q.shape[1] == 1 and cu_seqlens is None:
             return lightning_attn_decode(q[:, 0], k[:, 0], v[:, 0], pool, slope, slot_ids=self.slot_ids)[:, None]
+        if not (torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))):
+            return lightning_attn_func(q, k, v, slope=slope, initial_state=pool, cu_seqlens=cu_seqlens,
+                                       slot_ids=self.slot_ids)[0]
+        # A forward that needs gradients: the in-place pool op has none, so gather and write back.
         idx = self.slot_ids.long()
         o, final = lightning_attn_func(q, k, v, slope=slope, initial_state=pool.index_select(0, idx),
                                        output_final_state=True, cu_seqlens=cu_seqlens)

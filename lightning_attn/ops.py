@@ -81,6 +81,8 @@ def lightning_attn_func(
     output_final_state: bool = False,
     cu_seqlens: Optional[Tensor] = None,
     head_first: bool = False,
+    *,
+    slot_ids: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Optional[Tensor]]:
     """Causal linear attention with a per-head decay (Lightning Attention-2), chunked.
 
@@ -97,14 +99,35 @@ def lightning_attn_func(
         cu_seqlens: int32/int64 ``[N + 1]`` offsets of N sequences packed into ``B = 1``;
             the state resets at each start.
         head_first: inputs are ``[B, H, T, D]``; read in place, no copy.
+        slot_ids: int32 ``[N]`` on q's device, a prefill into a state pool (serving): then
+            ``initial_state`` is the pool, float32 ``[num_slots, H, Dk, Dv]``; sequence n starts
+            from row ``slot_ids[n]`` and its final state is written back into that row, in place,
+            with no gather or scatter copy. -1 runs the sequence from a zero state and leaves the
+            pool untouched. Checked on the CPU (in range, distinct); on CUDA, with no host
+            synchronisation, any id outside ``[0, num_slots)`` acts as -1 and repeated ids race.
+            Inference only: no gradients, ``output_final_state`` must be False (the pool holds it).
 
     Returns:
-        ``(o, final_state)``: o like v in q's dtype and layout; final_state ``[N, H, Dk, Dv]`` float32 or None.
+        ``(o, final_state)``: o like v in q's dtype and layout; final_state ``[N, H, Dk, Dv]`` float32 or None
+        (None with ``slot_ids``).
 
     Example:
         >>> q, k, v = (torch.randn(2, 1024, 8, 64) for _ in range(3))
         >>> o, s = lightning_attn_func(q, k, v, slope=tnl_slopes(8, 0, 12), output_final_state=True)
+        >>> pool = torch.zeros(64, 8, 64, 64)                          # 64 slots
+        >>> o, _ = lightning_attn_func(q, k, v, slope, initial_state=pool,
+        ...                            slot_ids=torch.tensor([5, 9], dtype=torch.int32))  # pool[5], pool[9] updated
     """
+    if slot_ids is not None:
+        if initial_state is None:
+            raise ValueError("lightning_attn: slot_ids needs initial_state, the state pool [num_slots, H, Dk, Dv]")
+        if output_final_state:
+            raise ValueError("lightning_attn: with slot_ids the final states go into the pool rows; "
+                             "output_final_state must be False")
+        if torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, initial_state)):
+            raise ValueError("lightning_attn: slot_ids (a prefill into a state pool) computes no gradients; "
+                             "call it under torch.no_grad() or with inputs that do not require grad")
+        return _ops.fwd_slots(q, k, v, slope, float(scale), initial_state, slot_ids, cu_seqlens, head_first), None
     o, final_state = _ops.fwd(q, k, v, slope, float(scale), initial_state, cu_seqlens, head_first,
                               output_final_state)
     return o, (final_state if output_final_state else None)

@@ -32,3 +32,24 @@ def one_thread():
 @pytest.fixture(params=DEVICES)
 def device(request):
     return request.param
+
+
+def replay_equals_eager(fn, state):
+    """fn(state) -> output, updating state in place. Runs it eagerly on one copy of state and as a
+    CUDA graph, captured on another copy (reset to state after the capture) and replayed; True when
+    outputs and updated states agree bit for bit."""
+    eager_state = state.clone()
+    eager = fn(eager_state)
+    side = torch.cuda.Stream()  # warm-up off the capture stream (kernel attributes, caches)
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn(state.clone())
+    torch.cuda.current_stream().wait_stream(side)
+    graph_state = state.clone()
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        out = fn(graph_state)
+    graph_state.copy_(state)
+    g.replay()
+    torch.cuda.synchronize()
+    return torch.equal(out, eager) and torch.equal(graph_state, eager_state)

@@ -52,6 +52,12 @@ def pool(ids, state=None, **kw):
     return tokens(state=torch.zeros(5, 3, 8, 4) if state is None else state, slot_ids=ids, **kw)
 
 
+def prefill(ids, state=None, **kw):
+    """lightning_attn_func into slots ids (int32 unless a tensor is given) of a 5-slot pool."""
+    ids = ids if isinstance(ids, torch.Tensor) else torch.tensor(ids, dtype=torch.int32)
+    return fwd(initial_state=torch.zeros(5, 3, 8, 4) if state is None else state, slot_ids=ids, **kw)
+
+
 def call_tokens(q, k, v, state, slot_ids=None, num_accepted=None, output_states=False):
     return la.lightning_attn_decode_tokens(q, k, v, state, slot_ids=slot_ids, num_accepted=num_accepted,
                                            output_states=output_states)[0]
@@ -81,7 +87,9 @@ class Case:
     match: str
     reads_values: bool = False   # the rule reads tensor data: not checkable on fake tensors
     # Under fake tensors torch raises first for some inputs (devices differing: FakeTensor's own
-    # device check runs before any kernel); that error's text, in fake and compiled mode.
+    # device check runs before any kernel), or for rules of lightning_attn_func itself (raised in
+    # Python before any op: a fullgraph trace reports them as Dynamo's "observed exception",
+    # which carries the ValueError's text); that error's text, in fake and compiled mode.
     traced_match: str = ""
 
 
@@ -161,6 +169,20 @@ CASES = [
          r"num_accepted must be in \[0, K = 3\]", reads_values=True),
     Case("decode_slot_ids_dtype", call_decode,
          lambda: dict(decode(torch.zeros(5, 3, 8, 4)), slot_ids=torch.tensor([0, 1])), "slot_ids must be int32"),
+    Case("prefill_pool_shape", call_fwd, lambda: prefill([0, 1], state=torch.zeros(5, 3, 4, 4)),
+         r"initial_state \(the state pool\) must have shape \[num_slots, H, Dk, Dv\] = \[5, 3, 8, 4\]"),
+    Case("prefill_pool_dtype", call_fwd, lambda: prefill([0, 1], state=torch.zeros(5, 3, 8, 4, dtype=torch.float16)),
+         r"initial_state \(the state pool\) must be Float"),
+    Case("prefill_slot_ids_dtype", call_fwd, lambda: prefill(torch.tensor([0, 1])), "slot_ids must be int32"),
+    Case("prefill_slot_ids_shape", call_fwd, lambda: prefill([0, 1, 2]), r"slot_ids must have shape \[N\] = \[2\]"),
+    Case("prefill_slot_ids_range", call_fwd, lambda: prefill([0, 5]), r"slot_ids must be in \[-1, num_slots = 5\)",
+         reads_values=True),
+    Case("prefill_slot_ids_distinct", call_fwd, lambda: prefill([2, 2]), "slot_ids must be distinct",
+         reads_values=True),
+    Case("prefill_no_pool", call_fwd, lambda: fwd(slot_ids=torch.tensor([0, 1], dtype=torch.int32)),
+         "slot_ids needs initial_state, the state pool", traced_match="slot_ids needs initial_state, the state pool"),
+    Case("prefill_final_state", call_fwd, lambda: prefill([0, 1], output_final_state=True),
+         "output_final_state must be False", traced_match="output_final_state must be False"),
     Case("srms_norm_dtype", la.srms_norm, lambda: dict(x=torch.ones(4, 8, dtype=torch.int64)),
          "x must be float32, float16 or bfloat16"),
     Case("srms_norm_bwd_dy_shape", call_srms_bwd, lambda: dict(dy=r(4, 7), x=r(4, 8), rstd=r(4)),
@@ -216,6 +238,7 @@ def test_table_cases_are_bad_only_in_the_named_argument():
     call_fwd(**packed(cu_seqlens=torch.tensor([0, 4, 10], dtype=torch.int32), initial_state=torch.zeros(2, 3, 8, 4)))
     call_decode(**decode(torch.zeros(2, 3, 8, 4)))
     call_tokens(**tokens())
+    call_fwd(**prefill([4, -1]))
     call_tokens(**pool([4, -1], num_accepted=torch.tensor([3, 0])))
     call_tokens(**tokens(K=16, output_states=True))
     call_bwd(r(2, 10, 3, 4), **fwd())

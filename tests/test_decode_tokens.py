@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lightning_attn as la
-from conftest import DEVICES
+from conftest import DEVICES, replay_equals_eager
 from reference import lightning_attn_ref, rel_err
 
 ops = torch.ops.lightning_attn
@@ -140,17 +140,7 @@ def test_cuda_out_of_range_ids_skip_and_accepted_is_clamped():
 def test_cuda_graph_replay_with_pool():
     q, k, v, pool, slope = make(2, 3, 2, 64, 64, torch.bfloat16, "cuda", rows=4)
     ids = torch.tensor([2, 0], dtype=torch.int32, device="cuda")
-    eager_pool = pool.clone()
-    eager, _ = la.lightning_attn_decode_tokens(q, k, v, eager_pool, slope, slot_ids=ids)
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    graph_pool = pool.clone()
-    with torch.cuda.graph(g):
-        o, _ = la.lightning_attn_decode_tokens(q, k, v, graph_pool, slope, slot_ids=ids)
-    graph_pool.copy_(pool)
-    g.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(o, eager) and torch.equal(graph_pool, eager_pool)
+    assert replay_equals_eager(lambda s: la.lightning_attn_decode_tokens(q, k, v, s, slope, slot_ids=ids)[0], pool)
 
 
 @pytest.mark.parametrize("device", DEVICES)

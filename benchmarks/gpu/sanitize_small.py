@@ -2,7 +2,8 @@
 
 Covers the plain grid and the sequence split (B * H = 2), odd head dims, varlen, head_first;
 Dk = Dv = 64 and 128 in 16 bits run the Hopper kernels on sm_90 (split with pass 1 at B * H = 2,
-plain grid at H = 136), fp16 varlen included, and (memcheck) the split that keeps its states in the output rows.
+plain grid at H = 136), fp16 varlen included, prefills into a state pool (slot_ids), and (memcheck) the split that keeps
+its states in the output rows.
 """
 import os
 
@@ -37,6 +38,15 @@ if os.environ.get("SANITIZE_ROWS", "1") == "1":
     h0 = torch.randn(2, H, 128, 128, device=dev, requires_grad=True)
     o, hT = la.lightning_attn_func(q, k, v, torch.rand(H, device=dev) * 0.1, 1.0, h0, output_final_state=True)
     (o.float().sum() + hT.sum()).backward()
+# prefill into rows of a state pool (slot -1 and an id past the pool read and write no row),
+# plain grid and split, Hopper and portable shapes
+pool = torch.randn(6, 2, 128, 128, device=dev)
+with torch.no_grad():
+    for (B, T, D) in [(3, 300, 128), (1, 700, 64), (2, 130, 100)]:
+        q, k, v = (torch.randn(B, T, 2, D, device=dev, dtype=torch.bfloat16) for _ in range(3))
+        ids = torch.tensor([4, -1, 9][:B], device=dev, dtype=torch.int32)
+        p = pool[:, :, :D, :D]
+        la.lightning_attn_func(q, k, v, torch.rand(2, device=dev), initial_state=p, slot_ids=ids)
 state = torch.randn(4, 2, 128, 100, device=dev)
 la.lightning_attn_decode(*(torch.randn(4, 2, D, device=dev) for D in (128, 128, 100)), state, torch.rand(2, device=dev))
 x = torch.randn(7, 300, device=dev, requires_grad=True)

@@ -181,6 +181,23 @@ std::tuple<Tensor, Tensor> fwd_cpu(const Tensor& q_in, const Tensor& k_in, const
   return {o_user, final_state};
 }
 
+// The pool rows of slot_ids as initial states (zeros for -1), fwd, and the final states written
+// back into the same rows. The CPU reference of fwd_slots: it copies, the CUDA kernels do not.
+Tensor fwd_slots_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const std::optional<Tensor>& slope,
+                     double scale, Tensor& state, const Tensor& slot_ids, const std::optional<Tensor>& cu_seqlens,
+                     bool head_first) {
+  check_fwd_slots_inputs(q, k, v, slope, state, slot_ids, cu_seqlens, head_first);
+  check_slot_ids_values(slot_ids, state.size(0), "lightning_attn");
+  const Tensor ids = slot_ids.to(at::kLong);
+  const Tensor used = ids.ge(0).nonzero().squeeze(1);  // the sequences that own a slot
+  const Tensor rows = ids.index_select(0, used);
+  Tensor init = at::zeros({ids.size(0), state.size(1), state.size(2), state.size(3)}, state.options());
+  init.index_copy_(0, used, state.index_select(0, rows));
+  auto [o, final_state] = fwd_cpu(q, k, v, slope, scale, init, cu_seqlens, head_first, true);
+  state.index_copy_(0, rows, final_state.index_select(0, used));
+  return o;
+}
+
 std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_cpu(
     const Tensor& do_in, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
     const std::optional<Tensor>& slope, double scale, const std::optional<Tensor>& initial_state,
@@ -260,6 +277,7 @@ std::tuple<Tensor, Tensor> decode_tokens_cpu(const Tensor& q, const Tensor& k, c
 
 TORCH_LIBRARY_IMPL(lightning_attn, CPU, m) {
   m.impl("fwd", &fwd_cpu);
+  m.impl("fwd_slots", &fwd_slots_cpu);
   m.impl("bwd", &bwd_cpu);
   m.impl("decode", &decode_cpu);
   m.impl("decode_tokens", &decode_tokens_cpu);

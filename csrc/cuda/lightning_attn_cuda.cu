@@ -25,6 +25,19 @@ void check_cuda_dtype(const Tensor& x, const char* op) {
                     ": float64 is supported on the CPU only; use float32, float16 or bfloat16 on CUDA");
 }
 
+// The forward as one generic problem (params.h): o = scale (mask(q k^T) v + decayed state^T q).
+Problem forward_problem(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& o_user,
+                        double scale, bool head_first) {
+  Problem pb;
+  pb.q = canonical(q_in, head_first);
+  pb.k = canonical(k_in, head_first);
+  pb.v = canonical(v_in, head_first);
+  pb.o = canonical(o_user, head_first);
+  pb.scale_intra = float(scale), pb.scale_state = float(scale), pb.scale_upd = 1.f;
+  pb.qoff = 1, pb.koff = 0, pb.reverse = false;
+  return pb;
+}
+
 std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                     const std::optional<Tensor>& slope, double scale,
                                     const std::optional<Tensor>& initial_state,
@@ -38,17 +51,30 @@ std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, cons
 
   const Tensor o_user = at::empty(user_shape(d, d.Dv, head_first), q_in.options());
   const Tensor final_state = empty_state(d, output_final_state, q_in.options());
-  Problem pb;
-  pb.q = canonical(q_in, head_first);
-  pb.k = canonical(k_in, head_first);
-  pb.v = canonical(v_in, head_first);
-  pb.o = canonical(o_user, head_first);
-  pb.scale_intra = float(scale), pb.scale_state = float(scale), pb.scale_upd = 1.f;
-  pb.qoff = 1, pb.koff = 0, pb.reverse = false;
+  Problem pb = forward_problem(q_in, k_in, v_in, o_user, scale, head_first);
   if (initial_state.has_value()) pb.init = *initial_state;
   if (output_final_state) pb.final_state = final_state;
   cuda::run_problem(pb, c, stream);
   return {o_user, final_state};
+}
+
+// The forward from and into rows of a state pool: the pool is both the initial and the final
+// state of the problem, read and written through slot_ids by the kernels (problem.h).
+Tensor fwd_slots_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const std::optional<Tensor>& slope,
+                      double scale, Tensor& state, const Tensor& slot_ids, const std::optional<Tensor>& cu_seqlens,
+                      bool head_first) {
+  const AttnDims d = check_fwd_slots_inputs(q_in, k_in, v_in, slope, state, slot_ids, cu_seqlens, head_first);
+  check_cuda_dtype(q_in, "");
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cuda::CallContext c = cuda::make_context(d, slope, cu_seqlens);
+
+  const Tensor o_user = at::empty(user_shape(d, d.Dv, head_first), q_in.options());
+  Problem pb = forward_problem(q_in, k_in, v_in, o_user, scale, head_first);
+  pb.init = state, pb.final_state = state;
+  pb.state_rows = slot_ids.contiguous();
+  cuda::run_problem(pb, c, stream);
+  return o_user;
 }
 
 // The backward as generic problems (params.h), with S the forward state and dS its
@@ -155,6 +181,7 @@ std::tuple<Tensor, Tensor> decode_tokens_cuda(const Tensor& q, const Tensor& k, 
 
 TORCH_LIBRARY_IMPL(lightning_attn, CUDA, m) {
   m.impl("fwd", &fwd_cuda);
+  m.impl("fwd_slots", &fwd_slots_cuda);
   m.impl("bwd", &bwd_cuda);
   m.impl("decode", &decode_cuda);
   m.impl("decode_tokens", &decode_tokens_cuda);

@@ -34,11 +34,26 @@ constexpr int kWarps = 8;   // warps per block of the portable kernels: 4 row ti
 struct StateRef {
   float* ptr = nullptr;
   int64_t sseg = 0, sn = 0, sh = 0, sk = 0, sv = 0, spx = 0;
+  // A state pool: sequence n's state is row rows[n] of nrows (device memory). A row outside
+  // [0, nrows) has no state: zeros on load, nothing stored.
+  const int32_t* rows = nullptr;
+  int64_t nrows = 0;
 
   __host__ __device__ explicit operator bool() const { return ptr != nullptr; }
-  // The state of (seg, n, h), or null where there is none (zeros on load).
+  // The state of (seg, n, h), or null where there is none (zeros on load). Ignores rows: for
+  // the states that are never a pool (segment states, the backward's).
   __host__ __device__ float* at(int64_t seg, int64_t n, int64_t h) const {
     return ptr == nullptr ? nullptr : ptr + seg * sseg + n * sn + h * sh;
+  }
+  // at() for a state that may be a pool: sequence n's row rows[n], null outside the pool
+  // (zeros on load, no store). Kept apart from at() so that kernels whose states are never
+  // pools (the state-only pass 1, the dk/dv sweeps) carry no extra registers.
+  __device__ float* row_at(int64_t seg, int64_t n, int64_t h) const {
+    if (rows != nullptr) {
+      n = rows[n];
+      if (n < 0 || n >= nrows) return nullptr;
+    }
+    return at(seg, n, h);
   }
 };
 

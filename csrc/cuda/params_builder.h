@@ -27,12 +27,15 @@ inline bool vec2_ok(const at::Tensor& x) {
          x.stride(1) % 2 == 0 && x.stride(2) % 2 == 0;
 }
 
-// A [N, H, Dk, Dv] fp32 state tensor (any strides), or null for an undefined one.
-inline StateRef state_ref(const at::Tensor& s) {
+// A [N, H, Dk, Dv] fp32 state tensor (any strides), or null for an undefined one. With rows
+// (int32 [N], on the device): s is a pool [num_slots, H, Dk, Dv] and sequence n's state is
+// its row rows[n].
+inline StateRef state_ref(const at::Tensor& s, const at::Tensor& rows = at::Tensor()) {
   StateRef r;
   if (!s.defined()) return r;
   r.ptr = s.data_ptr<float>();
   r.sn = s.stride(0), r.sh = s.stride(1), r.sk = s.stride(2), r.sv = s.stride(3);
+  if (rows.defined()) r.rows = rows.data_ptr<int32_t>(), r.nrows = s.size(0);
   return r;
 }
 

@@ -11,13 +11,16 @@ namespace {
 
 // Pass 1 and the scan of a split call of state problem p, whose pass 2 writes `out`: returns
 // where the states entering the segments are (the storage stays alive in the result).
+// With state rows (a pool) the scan reads each pool row and writes it back element by element
+// in one thread, and pass 2 reads the incoming states from the segment states, so init and
+// final_state may be the same pool.
 template <int DK, int VT, typename TIn>
 SegmentStates split_states(const ChunkParams& p, const SplitPlan& plan, const ChunkChoice& ch, const at::Tensor& init,
-                           const at::Tensor& final_state, const at::Tensor& out, const CallContext& c,
-                           cudaStream_t stream) {
+                           const at::Tensor& final_state, const at::Tensor& rows, const at::Tensor& out,
+                           const CallContext& c, cudaStream_t stream) {
   SegmentStates s = segment_states(p, plan, final_state.defined(), out, c);
   launch_chunk<DK, VT, TIn>(ch.state, /*state_only=*/true, pass1_params(p, s), ch.maps, stream);
-  scan_segment_states(p, plan, s, state_ref(init), state_ref(final_state), c, stream);
+  scan_segment_states(p, plan, s, state_ref(init, rows), state_ref(final_state, rows), c, stream);
   return s;
 }
 
@@ -40,10 +43,11 @@ void run_problem_typed(const Problem& pb, const CallContext& c, cudaStream_t str
   p.nseg = int(plan.nseg);
   SegmentStates s;
   if (plan.nseg == 1) {
-    p.init = state_ref(pb.init);
-    p.out_state = state_ref(pb.final_state);
+    // Each block reads its slice of the state before it writes the same slice: in place is safe.
+    p.init = state_ref(pb.init, pb.state_rows);
+    p.out_state = state_ref(pb.final_state, pb.state_rows);
   } else {
-    s = split_states<DK, VT, TIn>(p, plan, ch, pb.init, pb.final_state, pb.o, c, stream);
+    s = split_states<DK, VT, TIn>(p, plan, ch, pb.init, pb.final_state, pb.state_rows, pb.o, c, stream);
     p.init = s.s_in;  // pass 2: outputs from each segment's incoming state
   }
   p.tma_store = ch.tma_store;
@@ -89,7 +93,7 @@ void run_dkdv_typed(const at::Tensor& q, const at::Tensor& k, const at::Tensor& 
     ChunkParams pss = ps;
     pss.seg_len = plan.seg_len;
     pss.nseg = int(plan.nseg);
-    s = split_states<DK, DV, TIn>(pss, plan, sch, ds_init, d_initial, dk, c, stream);
+    s = split_states<DK, DV, TIn>(pss, plan, sch, ds_init, d_initial, at::Tensor(), dk, c, stream);
     p.init = s.s_in;
   }
   launch_dkdv<DK, DV, TIn>(ch.variant, p, ch.maps, stream);

@@ -17,6 +17,8 @@ struct Problem {
   bool reverse = false;
   at::Tensor init;         // incoming state [N, H, Dk, Dv] fp32 (maybe a transposed view), or undefined
   at::Tensor final_state;  // final state out, same rules, or undefined
+  at::Tensor state_rows;   // int32 [N] or undefined: init and final_state are pools, read and
+                           // written at these rows (the same tensor for both: in place)
   bool accumulate = false;  // o += this problem's output
 };
 

@@ -23,6 +23,14 @@ std::tuple<Tensor, Tensor> fwd_meta(const Tensor& q, const Tensor& k, const Tens
           empty_state(d, output_final_state, q.options())};
 }
 
+// The pool is updated in place: only o is allocated.
+Tensor fwd_slots_meta(const Tensor& q, const Tensor& k, const Tensor& v, const std::optional<Tensor>& slope,
+                      double /*scale*/, Tensor& state, const Tensor& slot_ids,
+                      const std::optional<Tensor>& cu_seqlens, bool head_first) {
+  const SymAttnDims d = check_fwd_slots_inputs_sym(q, k, v, slope, state, slot_ids, cu_seqlens, head_first);
+  return at::empty_symint(user_shape(d, d.Dv, head_first), q.options());
+}
+
 std::tuple<Tensor, Tensor, Tensor, Tensor> bwd_meta(
     const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
     const std::optional<Tensor>& slope, double /*scale*/, const std::optional<Tensor>& initial_state,
@@ -69,6 +77,7 @@ Tensor srms_norm_bwd_meta(const Tensor& dy, const Tensor& x, const Tensor& rstd)
 
 TORCH_LIBRARY_IMPL(lightning_attn, Meta, m) {
   m.impl("fwd", &fwd_meta);
+  m.impl("fwd_slots", &fwd_slots_meta);
   m.impl("bwd", &bwd_meta);
   m.impl("decode", &decode_meta);
   m.impl("decode_tokens", &decode_tokens_meta);

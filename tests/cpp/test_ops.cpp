@@ -67,6 +67,16 @@ int main() {
       steps.push_back(lightning_attn::decode(q.select(1, t), k.select(1, t), v.select(1, t), state, slope, 0.5));
     expect(rel_err(at::stack(steps, 1), o) < tol, "decode steps equal the chunked forward (" + name + ")");
     expect(rel_err(state, hT) < 1e-4, "decode state equals the final state (" + name + ")");
+
+    // The same prefill from and into rows 3 and 0 of a 4-slot pool: the same o, the final
+    // states in those rows, the other rows untouched.
+    auto pool = at::randn({4, H, Dk, Dv});
+    pool[3].copy_(h0[0]), pool[0].copy_(h0[1]);
+    const auto before = pool.clone();
+    const auto o_pool = lightning_attn::forward_slots(q, k, v, pool, at::tensor({3, 0}, at::kInt), slope, 0.5);
+    expect(at::equal(o_pool, o), "forward_slots o equals forward from the gathered states (" + name + ")");
+    expect(at::equal(pool[3], hT[0]) && at::equal(pool[0], hT[1]), "forward_slots writes the final states (" + name + ")");
+    expect(at::equal(pool[1], before[1]) && at::equal(pool[2], before[2]), "forward_slots leaves other rows (" + name + ")");
   }
 
   // Backward: a directional derivative of <o, w> by central differences (float64).

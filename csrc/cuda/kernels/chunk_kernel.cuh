@@ -101,7 +101,7 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
 
   // ---- state R (fp32, registers) from the incoming state
   float racc[RM][NS][4];
-  load_state(racc, p.init.at(seg, n, h),
+  load_state(racc, STATE_ONLY ? p.init.at(seg, n, h) : p.init.row_at(seg, n, h),
              p.init.sk, p.init.sv, p.init.spx, srow0, col0 + scol0, p.Dk, p.Dv, lane);
   auto store_state_copy = [&]() { cuda::store_state_copy<RM, NS, VP>(racc, sR, srow0, scol0, lane); };
   if constexpr (!STATE_ONLY) store_state_copy();
@@ -162,9 +162,8 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
   cp_async_wait_all();
 
   // ---- outgoing state
-  if (p.out_state)
-    save_state(racc, p.out_state.at(seg, n, h), p.out_state.sk, p.out_state.sv, p.out_state.spx,
-               srow0, col0 + scol0, p.Dk, p.Dv, lane);
+  float* const dst = STATE_ONLY ? p.out_state.at(seg, n, h) : p.out_state.row_at(seg, n, h);
+  if (dst) save_state(racc, dst, p.out_state.sk, p.out_state.sv, p.out_state.spx, srow0, col0 + scol0, p.Dk, p.Dv, lane);
 }
 
 template <int DK, int VT, typename TIn, bool STATE_ONLY>

@@ -114,7 +114,7 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
   // ---- this warpgroup's state slice R[D, 64]: m-tile mt holds rows [64 mt, 64 mt + 64)
   float racc[KP][8][4];
   auto slice = [&](int mt) -> float(&)[1][8][4] { return reinterpret_cast<float(&)[1][8][4]>(racc[mt]); };
-  const float* init = p.init.at(seg, n, h);
+  const float* init = STATE_ONLY ? p.init.at(seg, n, h) : p.init.row_at(seg, n, h);
 #pragma unroll
   for (int mt = 0; mt < KP; ++mt)
     load_state(slice(mt), init, p.init.sk, p.init.sv, p.init.spx, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
@@ -241,8 +241,7 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
   cp_async_wait_all();
   if ((TMA || ACC) && p.tma_store && lane == 0) tma_store_wait<false>();  // staged rows read and written before exit
 
-  if (p.out_state) {
-    float* dst = p.out_state.at(seg, n, h);
+  if (float* dst = STATE_ONLY ? p.out_state.at(seg, n, h) : p.out_state.row_at(seg, n, h)) {
 #pragma unroll
     for (int mt = 0; mt < KP; ++mt)
       save_state(slice(mt), dst, p.out_state.sk, p.out_state.sv, p.out_state.spx, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);

@@ -24,7 +24,8 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const ScanParams p) 
   int64_t start, len;
   sequence_range(p.cu32, p.cu64, n, p.T, start, len);
   const float l2 = log2_lambda(p.slope, h);
-  float s = p.init ? p.init.ptr[n * p.init.sn + h * p.init.sh + i * p.init.sk + j * p.init.sv] : 0.f;
+  const float* init = p.init.row_at(0, n, h);
+  float s = init ? init[i * p.init.sk + j * p.init.sv] : 0.f;
   const StateRef& L = p.local;
   const StateRef& I = p.s_in;
   const int64_t loc_off = n * L.sn + h * L.sh + i * L.sk + j * L.sv + (j >> 6) * L.spx;
@@ -51,8 +52,7 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const ScanParams p) 
       s = exp2f(float(rest < p.seg_len ? rest : p.seg_len) * l2) * s + loc[u];
     }
   }
-  const StateRef& F = p.final_state;
-  if (F) F.ptr[n * F.sn + h * F.sh + i * F.sk + j * F.sv] = s;
+  if (float* final_state = p.final_state.row_at(0, n, h)) final_state[i * p.final_state.sk + j * p.final_state.sv] = s;
 }
 
 // Decoding: K tokens (1 for a plain step, up to kMaxDecodeTokens for speculative verify) of
