@@ -314,14 +314,27 @@ void check_cu_seqlens_values(const at::Tensor& cu, int64_t T) {
                     c);
 }
 
+namespace {
+
+// "[4, -1, 4]" (the first 32 ids) for messages.
+std::string ids_str(const at::Tensor& ids) {
+  const at::Tensor s = ids.to(at::kLong).contiguous();
+  const int64_t* p = s.data_ptr<int64_t>();
+  std::string out = "[";
+  for (int64_t i = 0; i < s.numel() && i < 32; ++i) out += (i ? ", " : "") + std::to_string(p[i]);
+  return out + (s.numel() > 32 ? ", ...]" : "]");
+}
+
+}  // namespace
+
 void check_slot_ids_values(const at::Tensor& slot_ids, int64_t num_slots, const char* op) {
   if (slot_ids.numel() == 0) return;
   const at::Tensor s = slot_ids.to(at::kLong);
   TORCH_CHECK_VALUE(s.min().item<int64_t>() >= -1 && s.max().item<int64_t>() < num_slots, op,
-                    ": slot_ids must be in [-1, num_slots = ", std::to_string(num_slots), "), got ", s);
+                    ": slot_ids must be in [-1, num_slots = ", std::to_string(num_slots), "), got ", ids_str(s));
   const at::Tensor used = s.masked_select(s >= 0);
   TORCH_CHECK_VALUE(std::get<0>(at::_unique(used)).numel() == used.numel(), op,
-                    ": slot_ids must be distinct (each slot holds one sequence's state), got ", s);
+                    ": slot_ids must be distinct (each slot holds one sequence's state), got ", ids_str(s));
 }
 
 void check_decode_tokens_values(const std::optional<at::Tensor>& slot_ids, int64_t num_slots,
