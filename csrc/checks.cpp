@@ -103,6 +103,12 @@ void check_srms_norm_x(const at::Tensor& x) {
   check_float_dtype(x, kSrms, "x");
 }
 
+// The sizes of concrete tensors' checks as integers.
+AttnDims concrete(const SymAttnDims& s) {
+  return {s.B.expect_int(), s.T.expect_int(),  s.H.expect_int(), s.Dk.expect_int(),
+          s.Dv.expect_int(), s.N.expect_int(), s.varlen,         s.state_dtype};
+}
+
 }  // namespace
 
 SymAttnDims check_fwd_inputs_sym(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
@@ -156,9 +162,7 @@ AttnDims check_fwd_inputs(const at::Tensor& q, const at::Tensor& k, const at::Te
                           const std::optional<at::Tensor>& slope,
                           const std::optional<at::Tensor>& initial_state,
                           const std::optional<at::Tensor>& cu_seqlens, bool head_first) {
-  const SymAttnDims s = check_fwd_inputs_sym(q, k, v, slope, initial_state, cu_seqlens, head_first);
-  return {s.B.expect_int(), s.T.expect_int(),  s.H.expect_int(), s.Dk.expect_int(),
-          s.Dv.expect_int(), s.N.expect_int(), s.varlen,         s.state_dtype};
+  return concrete(check_fwd_inputs_sym(q, k, v, slope, initial_state, cu_seqlens, head_first));
 }
 
 namespace {
@@ -192,9 +196,7 @@ AttnDims check_fwd_slots_inputs(const at::Tensor& q, const at::Tensor& k, const 
                                 const std::optional<at::Tensor>& slope, const at::Tensor& state,
                                 const at::Tensor& slot_ids, const std::optional<at::Tensor>& cu_seqlens,
                                 bool head_first) {
-  const SymAttnDims s = check_fwd_slots_inputs_sym(q, k, v, slope, state, slot_ids, cu_seqlens, head_first);
-  return {s.B.expect_int(), s.T.expect_int(),  s.H.expect_int(), s.Dk.expect_int(),
-          s.Dv.expect_int(), s.N.expect_int(), s.varlen,         s.state_dtype};
+  return concrete(check_fwd_slots_inputs_sym(q, k, v, slope, state, slot_ids, cu_seqlens, head_first));
 }
 
 void check_bwd_inputs(const at::Tensor& dout_in, const at::Tensor& v_in, const SymAttnDims& d,

@@ -81,17 +81,14 @@ __global__ void __launch_bounds__(kWarps * 32) dkdv_kernel(const DkDvParams p) {
   const int b = sp.b;
   const float l2 = log2_lambda(p.slope, h);
 
-  const TIn* qb = head_base<const TIn>(p.q, b, p.q_sb, h, p.q_sh);
-  const TIn* kb = head_base<const TIn>(p.k, b, p.k_sb, h, p.k_sh);
-  const TIn* vb = head_base<const TIn>(p.v, b, p.v_sb, h, p.v_sh);
-  const TIn* db = head_base<const TIn>(p.dout, b, p.do_sb, h, p.do_sh);
+  const BackwardInputs<TIn> in = backward_inputs<TIn>(p, b, h);
   auto load_chunk = [&](int64_t ci, int buf) {
     const int64_t t0 = seg_start + ci * kChunk;
     const int clen = chunk_tokens(sp, ci);
-    load_tile<DK, KP>(sQ(buf), qb, p.q_st, p.Dk, p.q_vec, t0, clen, start, len, true);
-    load_tile<DK, KP>(sK(buf), kb, p.k_st, p.Dk, p.k_vec, t0, clen, start, len, true);
-    load_tile<DV, VP>(sV(buf), vb, p.v_st, p.Dv, p.v_vec, t0, clen, start, len, true);
-    load_tile<DV, VP>(sO(buf), db, p.do_st, p.Dv, p.do_vec, t0, clen, start, len, true);
+    load_tile<DK, KP>(sQ(buf), in.q, p.q_st, p.Dk, p.q_vec, t0, clen, start, len, true);
+    load_tile<DK, KP>(sK(buf), in.k, p.k_st, p.Dk, p.k_vec, t0, clen, start, len, true);
+    load_tile<DV, VP>(sV(buf), in.v, p.v_st, p.Dv, p.v_vec, t0, clen, start, len, true);
+    load_tile<DV, VP>(sO(buf), in.dout, p.do_st, p.Dv, p.do_vec, t0, clen, start, len, true);
   };
 
   float racc[RM][NS][4];
