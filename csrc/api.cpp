@@ -31,6 +31,18 @@ at::Tensor forward_slots(const at::Tensor& q, const at::Tensor& k, const at::Ten
   return handle.call(q, k, v, slope, scale, state_pool, slot_ids, cu_seqlens, head_first);
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_checkpoints(const at::Tensor& q, const at::Tensor& k,
+                                                                   const at::Tensor& v, int64_t checkpoint_every,
+                                                                   int64_t num_checkpoints, OptT slope, double scale,
+                                                                   OptT initial_state, OptT cu_seqlens,
+                                                                   bool head_first) {
+  static const auto handle = op<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
+      const at::Tensor&, const at::Tensor&, const at::Tensor&, OptT, double, OptT, OptT, bool, int64_t, c10::SymInt)>(
+      "lightning_attn::fwd_checkpoints");
+  return handle.call(q, k, v, slope, scale, initial_state, cu_seqlens, head_first, checkpoint_every,
+                     c10::SymInt(num_checkpoints));
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, OptT slope,
     double scale, OptT initial_state, OptT d_final_state, OptT cu_seqlens, bool head_first) {

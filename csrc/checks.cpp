@@ -165,6 +165,28 @@ AttnDims check_fwd_inputs(const at::Tensor& q, const at::Tensor& k, const at::Te
   return concrete(check_fwd_inputs_sym(q, k, v, slope, initial_state, cu_seqlens, head_first));
 }
 
+SymAttnDims check_fwd_checkpoints_inputs_sym(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                             const std::optional<at::Tensor>& slope,
+                                             const std::optional<at::Tensor>& initial_state,
+                                             const std::optional<at::Tensor>& cu_seqlens, bool head_first,
+                                             int64_t checkpoint_every, const SymInt& num_checkpoints) {
+  const SymAttnDims d = check_fwd_inputs_sym(q, k, v, slope, initial_state, cu_seqlens, head_first);
+  TORCH_CHECK_VALUE(checkpoint_every >= 1 && checkpoint_every % kCheckpointGranule == 0, kFwd,
+                    ": checkpoint_every must be a positive multiple of ", kCheckpointGranule, ", got ",
+                    checkpoint_every, " (lightning_attn_prefill takes any N >= 1)");
+  LA_CHECK_SYM(num_checkpoints.sym_ge(0), kFwd, ": num_checkpoints must be >= 0, got ", str(num_checkpoints));
+  return d;
+}
+
+AttnDims check_fwd_checkpoints_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const std::optional<at::Tensor>& slope,
+                                      const std::optional<at::Tensor>& initial_state,
+                                      const std::optional<at::Tensor>& cu_seqlens, bool head_first,
+                                      int64_t checkpoint_every, int64_t num_checkpoints) {
+  return concrete(check_fwd_checkpoints_inputs_sym(q, k, v, slope, initial_state, cu_seqlens, head_first,
+                                                   checkpoint_every, SymInt(num_checkpoints)));
+}
+
 namespace {
 
 // slot_ids: int32 [rows] on q's device.

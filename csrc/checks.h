@@ -83,6 +83,21 @@ AttnDims check_fwd_slots_inputs(const at::Tensor& q, const at::Tensor& k, const 
                                 const at::Tensor& slot_ids, const std::optional<at::Tensor>& cu_seqlens,
                                 bool head_first);
 
+// fwd_checkpoints: the inputs of fwd; checkpoint_every a multiple of 64 (a checkpoint at the
+// end of a kernel chunk) and num_checkpoints >= 0.
+SymAttnDims check_fwd_checkpoints_inputs_sym(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                             const std::optional<at::Tensor>& slope,
+                                             const std::optional<at::Tensor>& initial_state,
+                                             const std::optional<at::Tensor>& cu_seqlens, bool head_first,
+                                             int64_t checkpoint_every, const c10::SymInt& num_checkpoints);
+AttnDims check_fwd_checkpoints_inputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                      const std::optional<at::Tensor>& slope,
+                                      const std::optional<at::Tensor>& initial_state,
+                                      const std::optional<at::Tensor>& cu_seqlens, bool head_first,
+                                      int64_t checkpoint_every, int64_t num_checkpoints);
+// The checkpoints' token spacing the op takes: a chunk of the kernels (64 tokens).
+constexpr int64_t kCheckpointGranule = 64;
+
 // do must match o = fwd(q, k, v): same shape as v, q's dtype and device;
 // d_final_state: [N, H, Dk, Dv] in the state dtype. d comes from check_fwd_inputs.
 void check_bwd_inputs(const at::Tensor& dout, const at::Tensor& v, const SymAttnDims& d,

@@ -30,6 +30,14 @@ at::Tensor forward_slots(const at::Tensor& q, const at::Tensor& k, const at::Ten
                          double scale = 1.0, const std::optional<at::Tensor>& cu_seqlens = std::nullopt,
                          bool head_first = false);
 
+// o, final_state and the checkpoints [N, num_checkpoints, H, Dk, Dv]: the state after every
+// checkpoint_every tokens (a multiple of 64) of each sequence, in one pass. See ops.cpp.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> forward_checkpoints(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t checkpoint_every,
+    int64_t num_checkpoints, const std::optional<at::Tensor>& slope = std::nullopt, double scale = 1.0,
+    const std::optional<at::Tensor>& initial_state = std::nullopt,
+    const std::optional<at::Tensor>& cu_seqlens = std::nullopt, bool head_first = false);
+
 // dq, dk, dv, d_initial_state (empty without initial_state).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

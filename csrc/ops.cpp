@@ -18,6 +18,15 @@ TORCH_LIBRARY(lightning_attn, m) {
   m.def(
       "fwd_slots(Tensor q, Tensor k, Tensor v, Tensor? slope, float scale, Tensor(a!) state, "
       "Tensor slot_ids, Tensor? cu_seqlens, bool head_first) -> Tensor o");
+  // fwd that also keeps each sequence's state every checkpoint_every tokens (a multiple of 64),
+  // for prefix caching: checkpoints [N, num_checkpoints, H, Dk, Dv] float32, entry j the state
+  // after min((j + 1) checkpoint_every, len) tokens of sequence n (past its end: its final
+  // state; beyond num_checkpoints: not kept). Written by the forward's own sweep, one pass over
+  // q, k, v. No autograd (lightning_attn_prefill composes fwd calls when gradients are needed).
+  m.def(
+      "fwd_checkpoints(Tensor q, Tensor k, Tensor v, Tensor? slope, float scale, Tensor? initial_state, "
+      "Tensor? cu_seqlens, bool head_first, int checkpoint_every, SymInt num_checkpoints) "
+      "-> (Tensor o, Tensor final_state, Tensor checkpoints)");
   // Backward of fwd. d_final_state is the gradient flowing into the final state
   // (None when it was not used). d_initial_state is empty without initial_state.
   m.def(

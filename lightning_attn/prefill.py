@@ -1,12 +1,13 @@
 """Prefill that also keeps the state every N tokens (prefix caching in serving engines).
 
-Built on the fwd op, in two launches whatever the length: each sequence is cut into segments
-of N tokens by refining cu_seqlens (a view, no copy of q, k, v); a first pass gives each
-segment's state from zero, a scan over the segments (lambda^len S + local, a few small ops per
-segment index) gives the state entering each segment, and a second pass from those states
-gives the outputs and, as its final states, the checkpoints. Costs a second forward pass
-(measured on the CPU only so far); the kernels' own split plan could write the checkpoints in
-one pass. Gradients flow through both passes (the ops' autograd).
+For N a multiple of 64 and no gradients, one op (fwd_checkpoints): the forward's own sweep
+stores the state each time it passes a checkpoint, so the cost over a plain forward is the
+write of the checkpoints (measured: docs/kernels.md). Otherwise two fwd calls, whatever the
+length: each sequence is cut into segments of N tokens by refining cu_seqlens (a view, no
+copy of q, k, v); a first pass gives each segment's state from zero, a scan over the segments
+(lambda^len S + local, a few small ops per segment index) gives the state entering each
+segment, and a second pass from those states gives the outputs and, as its final states, the
+checkpoints. Gradients flow through both passes (the ops' autograd).
 """
 from typing import Optional, Tuple
 
@@ -37,20 +38,25 @@ def lightning_attn_prefill(
     scale: float = 1.0,
     initial_state: Optional[Tensor] = None,
     cu_seqlens: Optional[Tensor] = None,
+    max_seqlen: Optional[int] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """:func:`lightning_attn_func` that also returns the state every ``checkpoint_every`` tokens.
 
     Args:
         q, k, v, slope, scale, initial_state, cu_seqlens: as in :func:`lightning_attn_func`
             (``[B, T, H, D]`` layout).
-        checkpoint_every: N >= 1.
+        checkpoint_every: N >= 1. A multiple of 64 takes the one-pass op when no gradient is
+            needed; any other N (or gradients) runs two forward passes.
+        max_seqlen: with cu_seqlens, the longest sequence (sizes the checkpoints). Given, the
+            one-pass op runs without a host synchronisation (so it captures in a CUDA graph);
+            a longer sequence's checkpoints past ``ceil(max_seqlen / N)`` are not kept.
 
     Returns:
-        ``(o, final_state, checkpoints)``: checkpoints float32 ``[N_seq, ceil(T / N), H, Dk, Dv]``,
+        ``(o, final_state, checkpoints)``: checkpoints float32 ``[N_seq, ceil(L / N), H, Dk, Dv]``,
         ``checkpoints[n, j]`` the state after ``min((j + 1) N, len_n)`` tokens of sequence n
-        (T: the padded length, or the packed length with cu_seqlens; past a sequence's end its
-        final state repeats; a sequence of length 0 keeps its initial state).
-        With cu_seqlens the lengths are read on the host (one synchronisation).
+        (L: the padded length T, or with cu_seqlens the longest sequence; past a sequence's end
+        its final state repeats; a sequence of length 0 keeps its initial state). With
+        cu_seqlens and without max_seqlen the lengths are read on the host (one synchronisation).
 
     Example:
         >>> o, final, ckpt = lightning_attn_prefill(q, k, v, 1024, slope)   # ckpt[:, 3]: after 4096 tokens
@@ -62,6 +68,20 @@ def lightning_attn_prefill(
     B, T, H, Dk = q.shape
     Dv = v.shape[-1]
     Nc = checkpoint_every
+    if cu_seqlens is not None and max_seqlen is None:
+        max_seqlen = int((cu_seqlens[1:] - cu_seqlens[:-1]).max()) if cu_seqlens.numel() > 1 else 0
+    J = ((T if cu_seqlens is None else max_seqlen) + Nc - 1) // Nc
+    leaves = (q, k, v, slope, initial_state)
+    needs_grad = torch.is_grad_enabled() and any(x is not None and x.requires_grad for x in leaves)
+    if Nc % 64 == 0 and not needs_grad:
+        return _ops.fwd_checkpoints(q, k, v, slope, float(scale), initial_state, cu_seqlens, False, Nc, J)
+    return _two_pass(q, k, v, Nc, J, slope, scale, initial_state, cu_seqlens)
+
+
+def _two_pass(q, k, v, Nc, J, slope, scale, initial_state, cu_seqlens):
+    """The checkpoints from two fwd calls over N-token segments (any N; autograd through both)."""
+    B, T, H, Dk = q.shape
+    Dv = v.shape[-1]
     if cu_seqlens is None:
         lengths, starts = [T] * B, [b * T for b in range(B)]
         q1, k1, v1 = (x.reshape(1, B * T, H, x.shape[-1]) for x in (q, k, v))
@@ -70,7 +90,6 @@ def lightning_attn_prefill(
         lengths, starts = [b - a for a, b in zip(offs[:-1], offs[1:])], offs[:-1]
         q1, k1, v1 = q, k, v
     n_seq = len(lengths)
-    J = (T + Nc - 1) // Nc
     cu, seq, idx, lens = _segments(lengths, starts, Nc)
     dev = q.device
     state_dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
@@ -100,10 +119,14 @@ def lightning_attn_prefill(
     # Pass 2: outputs and each segment's exact end state from the state entering it.
     o1, ends = _ops.fwd(q1, k1, v1, slope, float(scale), enter, cu_t, False, True)
     o = o1.reshape(v.shape) if cu_seqlens is None else o1
-    flat = ckpt.reshape(n_seq * J, H, Dk, Dv).index_copy(0, seq_t * J + idx_t, ends).view(n_seq, J, H, Dk, Dv)
-    # Past a sequence's last segment: its final state.
-    last = torch.tensor([(L + Nc - 1) // Nc - 1 for L in lengths], device=dev)
+    kept = (idx_t < J).nonzero().squeeze(1)  # segments past J (max_seqlen too small) keep no checkpoint
+    flat = ckpt.reshape(n_seq * J, H, Dk, Dv).index_copy(0, (seq_t * J + idx_t)[kept], ends[kept])
+    flat = flat.view(n_seq, J, H, Dk, Dv)
+    # Each sequence's final state (its last segment's end), and past its last segment that state.
+    nseg = [(L + Nc - 1) // Nc for L in lengths]
+    last_seg = torch.tensor([sum(nseg[:n + 1]) - 1 for n in range(n_seq)], device=dev)
+    last = torch.tensor(nseg, device=dev) - 1
+    final = torch.where(last.view(-1, 1, 1, 1) >= 0, ends[last_seg.clamp_min(0)], h0)
     j_ar = torch.arange(J, device=dev)
-    final = torch.where(last.view(-1, 1, 1, 1) >= 0, flat[torch.arange(n_seq, device=dev), last.clamp_min(0)], h0)
     ckpt = torch.where((j_ar.view(1, -1) > last.view(-1, 1)).view(n_seq, J, 1, 1, 1), final.unsqueeze(1), flat)
     return o, final, ckpt

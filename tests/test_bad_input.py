@@ -67,6 +67,11 @@ def call_fwd(q, k, v, **kw):
     return la.lightning_attn_func(q, k, v, **kw)[0]
 
 
+def call_checkpoints(q, k, v, every=64, count=1, **kw):
+    """The one-pass checkpoint op directly (lightning_attn_prefill takes any N)."""
+    return ops.fwd_checkpoints(q, k, v, kw.get("slope"), 1.0, kw.get("initial_state"), None, False, every, count)[2]
+
+
 def call_decode(q, k, v, state, slope, slot_ids=None):
     return la.lightning_attn_decode(q, k, v, state, slope=slope, slot_ids=slot_ids)
 
@@ -183,6 +188,13 @@ CASES = [
          "slot_ids needs initial_state, the state pool", traced_match="slot_ids needs initial_state, the state pool"),
     Case("prefill_final_state", call_fwd, lambda: prefill([0, 1], output_final_state=True),
          "output_final_state must be False", traced_match="output_final_state must be False"),
+    Case("checkpoint_every_granule", call_checkpoints, lambda: fwd(every=100),
+         "checkpoint_every must be a positive multiple of 64, got 100"),
+    Case("checkpoint_every_zero", call_checkpoints, lambda: fwd(every=0),
+         "checkpoint_every must be a positive multiple of 64, got 0"),
+    Case("num_checkpoints_negative", call_checkpoints, lambda: fwd(count=-1), "num_checkpoints must be >= 0, got -1"),
+    Case("checkpoints_initial_state_shape", call_checkpoints, lambda: fwd(initial_state=torch.zeros(2, 3, 8, 5)),
+         "initial_state must have shape"),
     Case("srms_norm_dtype", la.srms_norm, lambda: dict(x=torch.ones(4, 8, dtype=torch.int64)),
          "x must be float32, float16 or bfloat16"),
     Case("srms_norm_bwd_dy_shape", call_srms_bwd, lambda: dict(dy=r(4, 7), x=r(4, 8), rstd=r(4)),
@@ -239,6 +251,7 @@ def test_table_cases_are_bad_only_in_the_named_argument():
     call_decode(**decode(torch.zeros(2, 3, 8, 4)))
     call_tokens(**tokens())
     call_fwd(**prefill([4, -1]))
+    call_checkpoints(**fwd(every=128, count=0))
     call_tokens(**pool([4, -1], num_accepted=torch.tensor([3, 0])))
     call_tokens(**tokens(K=16, output_states=True))
     call_bwd(r(2, 10, 3, 4), **fwd())

@@ -5,7 +5,7 @@
 # and compares them, times both alternately (run_ab.sh), then runs the CUDA tests on this tree.
 #   PHASES="bits ab tests" (default) | "check sanitize" (sm90_check --no-timing, compute-sanitizer)
 #   | "arch80": a copy built for sm_80 only must refuse this GPU with the error naming the archs
-#   | "edge" (tests/test_cuda_edge_cases.py) | "dtok" (bench_decode_tokens.py) | "serve" (bench_serving.py --check) | "diag" (diag_segv.py)
+#   | "ckpt" (bench_prefill_checkpoints.py) | "edge" (tests/test_cuda_edge_cases.py) | "dtok" (bench_decode_tokens.py) | "serve" (bench_serving.py --check) | "diag" (diag_segv.py)
 # Both trees build for sm_90a only (LIGHTNING_ATTN_CUDA_ARCHS), the old tree's default.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -59,6 +59,10 @@ PY
       [ $rc -gt 128 ] && grep -B2 -A25 "Fatal Python error" "$OUT/tests_cuda.log" | grep -v "^  File.*site-packages" | head -40
       grep -E "^(FAILED|ERROR)" "$OUT/tests_cuda.log" | head -20
       stamp "tests rc=$rc $(tail -1 "$OUT/tests_cuda.log" | cut -c1-300)" ;;
+    ckpt)
+      PYTHONPATH=$PWD timeout ${CKPT_TIMEOUT:-150} python3 benchmarks/gpu/bench_prefill_checkpoints.py \
+        --out "$OUT/prefill_checkpoints.json" > "$OUT/prefill_checkpoints.txt" 2>&1
+      stamp "prefill checkpoints rc=$?"; tail -8 "$OUT/prefill_checkpoints.txt" ;;
     serve)
       PYTHONPATH=$PWD timeout ${SERVE_TIMEOUT:-200} python3 benchmarks/bench_serving.py --check --max-seconds 150 \
         --out "$OUT/serving" > "$OUT/serving.log" 2>&1

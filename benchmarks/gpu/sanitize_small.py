@@ -2,8 +2,8 @@
 
 Covers the plain grid and the sequence split (B * H = 2), odd head dims, varlen, head_first;
 Dk = Dv = 64 and 128 in 16 bits run the Hopper kernels on sm_90 (split with pass 1 at B * H = 2,
-plain grid at H = 136), fp16 varlen included, prefills into a state pool (slot_ids), and (memcheck) the split that keeps
-its states in the output rows.
+plain grid at H = 136), fp16 varlen included, prefills into a state pool (slot_ids) and with
+checkpoints (fwd_checkpoints), and (memcheck) the split that keeps its states in the output rows.
 """
 import os
 
@@ -47,6 +47,18 @@ with torch.no_grad():
         ids = torch.tensor([4, -1, 9][:B], device=dev, dtype=torch.int32)
         p = pool[:, :, :D, :D]
         la.lightning_attn_func(q, k, v, torch.rand(2, device=dev), initial_state=p, slot_ids=ids)
+# prefill with checkpoints every 64 / 128 tokens (one pass): plain grid and split, Hopper, pieces
+# (Dk = 256) and portable shapes, packed sequences with an empty one, a tail past the ends
+with torch.no_grad():
+    for (B, T, Dk, Dv, cu) in [(3, 300, 128, 128, None), (1, 700, 64, 64, None), (2, 130, 100, 48, None),
+                               (1, 300, 256, 128, None), (1, 300, 128, 128, [0, 100, 100, 300])]:
+        q, k = (torch.randn(B, T, 2, Dk, device=dev, dtype=torch.bfloat16) for _ in range(2))
+        v = torch.randn(B, T, 2, Dv, device=dev, dtype=torch.bfloat16)
+        c = torch.tensor(cu, device=dev, dtype=torch.int32) if cu else None
+        N = len(cu) - 1 if cu else B
+        for every in (64, 128):
+            torch.ops.lightning_attn.fwd_checkpoints(q, k, v, torch.rand(2, device=dev), 1.0,
+                                                     torch.randn(N, 2, Dk, Dv, device=dev), c, False, every, 5)
 state = torch.randn(4, 2, 128, 100, device=dev)
 la.lightning_attn_decode(*(torch.randn(4, 2, D, device=dev) for D in (128, 128, 100)), state, torch.rand(2, device=dev))
 x = torch.randn(7, 300, device=dev, requires_grad=True)

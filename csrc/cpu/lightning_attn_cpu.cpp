@@ -71,10 +71,18 @@ struct DecayTables {
   double chunk_decay(int64_t c) const { return std::exp(log_lambda * c); }
 };
 
+// Where a forward keeps its checkpoints: ckpt [N, J, H, Dk, Dv], the state after every `every`
+// tokens (a multiple of kChunk) of each sequence; undefined for none.
+struct Checkpoints {
+  Tensor ckpt;
+  int64_t every = 0;
+};
+
 // Forward of one (sequence, head). q, k: [len, Dk], v, o: [len, Dv] strided views;
 // S: [Dk, Dv] in the accumulation dtype, the initial state in, the final state out.
+// ckpt: this (sequence, head)'s checkpoints [J, Dk, Dv] or undefined.
 void fwd_sequence(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, Tensor& S,
-                  const DecayTables& dt, double scale) {
+                  const DecayTables& dt, double scale, const Tensor& ckpt = Tensor(), int64_t every = 0) {
   const auto acc = S.scalar_type();
   const Tensor qf = q.to(acc).contiguous(), kf = k.to(acc).contiguous(), vf = v.to(acc).contiguous();
   Tensor of = at::empty(o.sizes(), o.options().dtype(acc));
@@ -87,6 +95,7 @@ void fwd_sequence(const Tensor& q, const Tensor& k, const Tensor& v, const Tenso
     at::mm_out(O, A, V);
     O.addmm_(Q * dt.q_decay_for(c), S).mul_(scale);
     S.addmm_((K * dt.k_decay_for(c)).t(), V, /*beta=*/dt.chunk_decay(c));
+    if (ckpt.defined() && (t + c) % every == 0 && (t + c) / every <= ckpt.size(0)) ckpt[(t + c) / every - 1].copy_(S);
   }
   o.copy_(of);
 }
@@ -155,13 +164,12 @@ Tensor seq_view(const Tensor& x, const SeqRange& r, int64_t h) {
   return x.select(0, r.b).narrow(0, r.t0, r.len).select(1, h);
 }
 
-std::tuple<Tensor, Tensor> fwd_cpu(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
-                                   const std::optional<Tensor>& slope, double scale,
-                                   const std::optional<Tensor>& initial_state,
-                                   const std::optional<Tensor>& cu_seqlens, bool head_first,
-                                   bool output_final_state) {
-  const CpuKernelGuard guard;
-  const AttnDims d = check_fwd_inputs(q_in, k_in, v_in, slope, initial_state, cu_seqlens, head_first);
+// fwd (and fwd_checkpoints with cp.ckpt defined) on checked inputs of sizes d.
+std::tuple<Tensor, Tensor> fwd_checked(const AttnDims& d, const Tensor& q_in, const Tensor& k_in,
+                                       const Tensor& v_in, const std::optional<Tensor>& slope, double scale,
+                                       const std::optional<Tensor>& initial_state,
+                                       const std::optional<Tensor>& cu_seqlens, bool head_first,
+                                       bool output_final_state, const Checkpoints& cp = {}) {
   const Tensor q = canonical(q_in, head_first), k = canonical(k_in, head_first),
                v = canonical(v_in, head_first);
   const Tensor o_user = at::empty(user_shape(d, d.Dv, head_first), q.options());
@@ -172,13 +180,41 @@ std::tuple<Tensor, Tensor> fwd_cpu(const Tensor& q_in, const Tensor& k_in, const
                                                    const DecayTables& dt) {
     Tensor S = initial_state.has_value() ? (*initial_state)[n][h].clone()
                                          : at::zeros({d.Dk, d.Dv}, state_opts);
+    const Tensor ckpt = cp.ckpt.defined() ? cp.ckpt.select(0, n).select(1, h) : Tensor();
     if (r.len > 0) {
       fwd_sequence(seq_view(q, r, h), seq_view(k, r, h), seq_view(v, r, h), seq_view(o, r, h), S,
-                   dt, scale);
+                   dt, scale, ckpt, cp.every);
     }
     if (output_final_state) final_state[n][h].copy_(S);
+    if (ckpt.defined()) {  // the checkpoints the sequence ends before: its final state
+      for (int64_t j = r.len / cp.every; j < ckpt.size(0); ++j) ckpt[j].copy_(S);
+    }
   });
   return {o_user, final_state};
+}
+
+std::tuple<Tensor, Tensor> fwd_cpu(const Tensor& q, const Tensor& k, const Tensor& v,
+                                   const std::optional<Tensor>& slope, double scale,
+                                   const std::optional<Tensor>& initial_state,
+                                   const std::optional<Tensor>& cu_seqlens, bool head_first,
+                                   bool output_final_state) {
+  const CpuKernelGuard guard;
+  const AttnDims d = check_fwd_inputs(q, k, v, slope, initial_state, cu_seqlens, head_first);
+  return fwd_checked(d, q, k, v, slope, scale, initial_state, cu_seqlens, head_first, output_final_state);
+}
+
+std::tuple<Tensor, Tensor, Tensor> fwd_checkpoints_cpu(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                       const std::optional<Tensor>& slope, double scale,
+                                                       const std::optional<Tensor>& initial_state,
+                                                       const std::optional<Tensor>& cu_seqlens, bool head_first,
+                                                       int64_t checkpoint_every, int64_t num_checkpoints) {
+  const CpuKernelGuard guard;
+  const AttnDims d = check_fwd_checkpoints_inputs(q, k, v, slope, initial_state, cu_seqlens, head_first,
+                                                  checkpoint_every, num_checkpoints);
+  const Checkpoints cp{at::empty({d.N, num_checkpoints, d.H, d.Dk, d.Dv}, q.options().dtype(d.state_dtype)),
+                       checkpoint_every};
+  auto [o, final_state] = fwd_checked(d, q, k, v, slope, scale, initial_state, cu_seqlens, head_first, true, cp);
+  return {o, final_state, cp.ckpt};
 }
 
 // The pool rows of slot_ids as initial states (zeros for -1), fwd, and the final states written
@@ -278,6 +314,7 @@ std::tuple<Tensor, Tensor> decode_tokens_cpu(const Tensor& q, const Tensor& k, c
 TORCH_LIBRARY_IMPL(lightning_attn, CPU, m) {
   m.impl("fwd", &fwd_cpu);
   m.impl("fwd_slots", &fwd_slots_cpu);
+  m.impl("fwd_checkpoints", &fwd_checkpoints_cpu);
   m.impl("bwd", &bwd_cpu);
   m.impl("decode", &decode_cpu);
   m.impl("decode_tokens", &decode_tokens_cpu);

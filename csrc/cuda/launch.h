@@ -67,6 +67,7 @@ int hopper_binary_version();
 
 // kernels/state_kernels.cu
 void launch_scan(const ScanParams& p, cudaStream_t stream);
+void launch_checkpoint_tail(const CheckpointTailParams& p, cudaStream_t stream);
 template <typename TIn>
 void launch_decode(const DecodeParams& p, cudaStream_t stream);
 

@@ -58,6 +58,38 @@ std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, cons
   return {o_user, final_state};
 }
 
+// The forward whose sweeps also store the state at every checkpoint they pass (one pass over q,
+// k, v); the checkpoints past each sequence's end then get its final state (launch_checkpoint_tail).
+std::tuple<Tensor, Tensor, Tensor> fwd_checkpoints_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                                                        const std::optional<Tensor>& slope, double scale,
+                                                        const std::optional<Tensor>& initial_state,
+                                                        const std::optional<Tensor>& cu_seqlens, bool head_first,
+                                                        int64_t checkpoint_every, int64_t num_checkpoints) {
+  const AttnDims d = check_fwd_checkpoints_inputs(q_in, k_in, v_in, slope, initial_state, cu_seqlens, head_first,
+                                                  checkpoint_every, num_checkpoints);
+  check_cuda_dtype(q_in, "");
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const cuda::CallContext c = cuda::make_context(d, slope, cu_seqlens);
+
+  const Tensor o_user = at::empty(user_shape(d, d.Dv, head_first), q_in.options());
+  const Tensor final_state = empty_state(d, true, q_in.options());
+  const Tensor ckpt = at::empty({d.N, num_checkpoints, d.H, d.Dk, d.Dv}, q_in.options().dtype(at::kFloat));
+  Problem pb = forward_problem(q_in, k_in, v_in, o_user, scale, head_first);
+  if (initial_state.has_value()) pb.init = *initial_state;
+  pb.final_state = final_state;
+  if (num_checkpoints > 0) pb.checkpoints = ckpt, pb.checkpoint_every = checkpoint_every;
+  cuda::run_problem(pb, c, stream);
+  cuda::CheckpointTailParams tp{};
+  tp.final_state = final_state.data_ptr<float>();
+  tp.ckpt = cuda::checkpoint_ref(ckpt);
+  tp.every = checkpoint_every, tp.nckpt = num_checkpoints;
+  tp.Dk = int(d.Dk), tp.Dv = int(d.Dv), tp.H = int(d.H), tp.N = int(d.N), tp.T = d.T;
+  tp.cu32 = c.cu32, tp.cu64 = c.cu64;
+  cuda::launch_checkpoint_tail(tp, stream);
+  return {o_user, final_state, ckpt};
+}
+
 // The forward from and into rows of a state pool: the pool is both the initial and the final
 // state of the problem, read and written through slot_ids by the kernels (problem.h).
 Tensor fwd_slots_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const std::optional<Tensor>& slope,
@@ -182,6 +214,7 @@ std::tuple<Tensor, Tensor> decode_tokens_cuda(const Tensor& q, const Tensor& k, 
 TORCH_LIBRARY_IMPL(lightning_attn, CUDA, m) {
   m.impl("fwd", &fwd_cuda);
   m.impl("fwd_slots", &fwd_slots_cuda);
+  m.impl("fwd_checkpoints", &fwd_checkpoints_cuda);
   m.impl("bwd", &bwd_cuda);
   m.impl("decode", &decode_cuda);
   m.impl("decode_tokens", &decode_tokens_cuda);

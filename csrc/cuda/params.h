@@ -86,6 +86,11 @@ struct ChunkParams {
 
   StateRef init;       // state entering each segment; null: zeros
   StateRef out_state;  // state written at the end (final state, or a segment's local state); null: none
+  // Prefix checkpoints (forward-time full sweeps): the state after every ckpt_every tokens of
+  // each sequence (a multiple of kChunk, so a checkpoint falls on a chunk's end) goes to
+  // ckpt.at(j, n, h) for checkpoint j < nckpt; the sweep stores it as it passes. Null: none.
+  StateRef ckpt;
+  int64_t ckpt_every, nckpt;
 
   int64_t seg_len;    // tokens per segment (a multiple of kChunk); >= T without a split
   int nseg;           // segments per sequence (grid.y)
@@ -138,6 +143,18 @@ struct ScanParams {
   const int32_t* cu32;
   const int64_t* cu64;
   const float* slope;
+};
+
+// The checkpoints a sequence ends before (kernels/state_kernels.cu): entries j >= len / every of
+// ckpt (j < nckpt) get the sequence's final state [N, H, Dk, Dv] (contiguous).
+struct CheckpointTailParams {
+  const float* final_state;
+  StateRef ckpt;
+  int64_t every, nckpt;
+  int Dk, Dv, H, N;
+  int64_t T;
+  const int32_t* cu32;
+  const int64_t* cu64;
 };
 
 // Decoding K tokens per sequence (kernels/state_kernels.cu). q, k: [B, K, H, Dk], v: [B, K, H, Dv]

@@ -39,6 +39,15 @@ inline StateRef state_ref(const at::Tensor& s, const at::Tensor& rows = at::Tens
   return r;
 }
 
+// Checkpoints [N, J, H, Dk, Dv] fp32 (any strides), or null: checkpoint j of (n, h) at at(j, n, h).
+inline StateRef checkpoint_ref(const at::Tensor& c) {
+  StateRef r;
+  if (!c.defined()) return r;
+  r.ptr = c.data_ptr<float>();
+  r.sn = c.stride(0), r.sseg = c.stride(1), r.sh = c.stride(2), r.sk = c.stride(3), r.sv = c.stride(4);
+  return r;
+}
+
 // The problem's params without a split (seg_len, nseg, states: set by the runner).
 inline ChunkParams chunk_params(const Problem& pb, const CallContext& c) {
   ChunkParams p{};
@@ -59,6 +68,9 @@ inline ChunkParams chunk_params(const Problem& pb, const CallContext& c) {
   p.scale_intra = pb.scale_intra, p.scale_state = pb.scale_state, p.scale_upd = pb.scale_upd;
   p.qoff = pb.qoff, p.koff = pb.koff, p.reverse = pb.reverse;
   p.o_accumulate = pb.accumulate;
+  p.ckpt = checkpoint_ref(pb.checkpoints);
+  p.ckpt_every = pb.checkpoint_every;
+  p.nckpt = pb.checkpoints.defined() ? pb.checkpoints.size(1) : 0;
   return p;
 }
 

@@ -54,9 +54,9 @@ void run_problem_typed(const Problem& pb, const CallContext& c, cudaStream_t str
   launch_chunk<DK, VT, TIn>(ch.full, /*state_only=*/false, p, ch.maps, stream);
 }
 
-// [.., 128 rows from r, 128 columns from c] of a state, or undefined.
+// [.., 128 rows from r, 128 columns from c] of a state or of checkpoints, or undefined.
 at::Tensor state_piece(const at::Tensor& s, int64_t r, int64_t col) {
-  return s.defined() ? s.narrow(2, r, 128).narrow(3, col, 128) : at::Tensor();
+  return s.defined() ? s.narrow(-2, r, 128).narrow(-1, col, 128) : at::Tensor();
 }
 
 void run_problem_whole(const Problem& pb, const CallContext& c, cudaStream_t stream) {
@@ -123,6 +123,7 @@ void run_problem(const Problem& pb, const CallContext& c, cudaStream_t stream) {
       sub.accumulate = kp > 0;
       sub.init = state_piece(pb.init, kp, vp);
       sub.final_state = state_piece(pb.final_state, kp, vp);
+      sub.checkpoints = state_piece(pb.checkpoints, kp, vp);
       run_problem_whole(sub, c, stream);
     }
 }

@@ -20,6 +20,8 @@ struct Problem {
   at::Tensor state_rows;   // int32 [N] or undefined: init and final_state are pools, read and
                            // written at these rows (the same tensor for both: in place)
   bool accumulate = false;  // o += this problem's output
+  at::Tensor checkpoints;   // fp32 [N, J, H, Dk, Dv] or undefined: the state after every
+  int64_t checkpoint_every = 0;  // checkpoint_every tokens (a multiple of kChunk), j < J
 };
 
 void run_problem(const Problem& pb, const CallContext& c, cudaStream_t stream);

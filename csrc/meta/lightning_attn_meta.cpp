@@ -23,6 +23,17 @@ std::tuple<Tensor, Tensor> fwd_meta(const Tensor& q, const Tensor& k, const Tens
           empty_state(d, output_final_state, q.options())};
 }
 
+std::tuple<Tensor, Tensor, Tensor> fwd_checkpoints_meta(const Tensor& q, const Tensor& k, const Tensor& v,
+                                                        const std::optional<Tensor>& slope, double /*scale*/,
+                                                        const std::optional<Tensor>& initial_state,
+                                                        const std::optional<Tensor>& cu_seqlens, bool head_first,
+                                                        int64_t checkpoint_every, c10::SymInt num_checkpoints) {
+  const SymAttnDims d = check_fwd_checkpoints_inputs_sym(q, k, v, slope, initial_state, cu_seqlens, head_first,
+                                                         checkpoint_every, num_checkpoints);
+  return {at::empty_symint(user_shape(d, d.Dv, head_first), q.options()), empty_state(d, true, q.options()),
+          at::empty_symint({d.N, num_checkpoints, d.H, d.Dk, d.Dv}, q.options().dtype(d.state_dtype))};
+}
+
 // The pool is updated in place: only o is allocated.
 Tensor fwd_slots_meta(const Tensor& q, const Tensor& k, const Tensor& v, const std::optional<Tensor>& slope,
                       double /*scale*/, Tensor& state, const Tensor& slot_ids,
@@ -78,6 +89,7 @@ Tensor srms_norm_bwd_meta(const Tensor& dy, const Tensor& x, const Tensor& rstd)
 TORCH_LIBRARY_IMPL(lightning_attn, Meta, m) {
   m.impl("fwd", &fwd_meta);
   m.impl("fwd_slots", &fwd_slots_meta);
+  m.impl("fwd_checkpoints", &fwd_checkpoints_meta);
   m.impl("bwd", &bwd_meta);
   m.impl("decode", &decode_meta);
   m.impl("decode_tokens", &decode_tokens_meta);

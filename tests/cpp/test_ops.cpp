@@ -77,6 +77,17 @@ int main() {
     expect(at::equal(o_pool, o), "forward_slots o equals forward from the gathered states (" + name + ")");
     expect(at::equal(pool[3], hT[0]) && at::equal(pool[0], hT[1]), "forward_slots writes the final states (" + name + ")");
     expect(at::equal(pool[1], before[1]) && at::equal(pool[2], before[2]), "forward_slots leaves other rows (" + name + ")");
+
+    // Checkpoints every 64 tokens: the final states of the 64- and 128-token prefixes, then the
+    // final state (T = 131 ends inside the third).
+    auto [o_c, hT_c, ckpt] = lightning_attn::forward_checkpoints(q, k, v, 64, 3, slope, 0.5, h0);
+    expect(at::equal(o_c, o) && at::equal(hT_c, hT), "forward_checkpoints o and final state equal forward (" + name + ")");
+    for (int64_t j = 0; j < 2; ++j) {
+      const int64_t t = 64 * (j + 1);
+      auto [ro_j, rh_j] = reference(q.narrow(1, 0, t), k.narrow(1, 0, t), v.narrow(1, 0, t), slope, 0.5, h0);
+      expect(rel_err(ckpt.select(1, j), rh_j) < tol, "forward_checkpoints state after " + std::to_string(t) + " tokens (" + name + ")");
+    }
+    expect(at::equal(ckpt.select(1, 2), hT), "forward_checkpoints past the end holds the final state (" + name + ")");
   }
 
   // Backward: a directional derivative of <o, w> by central differences (float64).

@@ -10,7 +10,8 @@
 //   O = diag(qd) Q R + A V       written straight from registers
 //   R = lambda^c R + (w K)^T V   (w: per-token decay weights applied to the K fragments)
 // Chunk i+1 streams into the other shared-memory stage by cp.async while chunk i computes.
-// STATE_ONLY blocks run only the R update (pass 1 of the sequence split).
+// STATE_ONLY blocks run only the R update (pass 1 of the sequence split). Full sweeps also store
+// R at the checkpoints they pass (ChunkParams::ckpt).
 #pragma once
 
 #include "../launch.h"
@@ -155,6 +156,8 @@ __global__ void __launch_bounds__(kWarps * 32) chunk_kernel(const ChunkParams p)
     // -- R = lambda^c R + sum_j w_j k_j v_j^T
     update_state<RM, NS, QP, VP, TC>(racc, k_s, v_s, srow0, scol0, clen, p.scale_upd, p.koff, l2, lane);
     if constexpr (!STATE_ONLY) {
+      if (float* c = checkpoint_at(p, sp.seg_start + ci * kChunk + clen, n, h))
+        save_state(racc, c, p.ckpt.sk, p.ckpt.sv, p.ckpt.spx, srow0, col0 + scol0, p.Dk, p.Dv, lane);
       __syncthreads();  // every warp has read the old state copy
       store_state_copy();
     }

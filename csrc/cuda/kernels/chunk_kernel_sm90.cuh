@@ -16,6 +16,7 @@
 // two warpgroups are no longer held in lockstep. Where o takes a tensor map (whole sequences,
 // forward time), each warp writes its 16 output rows by stmatrix into a staging panel and one
 // TMA store (the ACC instance too, after adding the old rows) instead of 16 4-byte stores.
+// Full sweeps also store R at the checkpoints they pass (ChunkParams::ckpt).
 #pragma once
 
 #include "chunk_kernel.cuh"
@@ -236,6 +237,11 @@ __global__ void __launch_bounds__(D * 2, (STATE_ONLY || D == 64) ? 2 : 1)
 #pragma unroll
     for (int mt = 0; mt < KP; ++mt) fence_regs(racc[mt]);
     if constexpr (TMA) mbar_arrive(&empty[ci % L::kStages]);  // this thread is done with the stage
+    if (float* c = checkpoint_at(p, sp.seg_start + ci * kChunk + clen, n, h)) {
+#pragma unroll
+      for (int mt = 0; mt < KP; ++mt)
+        save_state(slice(mt), c, p.ckpt.sk, p.ckpt.sv, p.ckpt.spx, mt * 64 + warp * 16, col0, p.Dk, p.Dv, lane);
+    }
     store_state_copy();
   }
   cp_async_wait_all();

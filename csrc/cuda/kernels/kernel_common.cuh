@@ -40,6 +40,14 @@ __device__ __forceinline__ int chunk_tokens(const SegmentSpan& s, int64_t ci) {
   return rest < kChunk ? int(rest) : kChunk;
 }
 
+// Where the state after `done` tokens of sequence n is kept as a checkpoint (ChunkParams::ckpt),
+// or null: no checkpoints, not a multiple of ckpt_every, or past the last one.
+__device__ __forceinline__ float* checkpoint_at(const ChunkParams& p, int64_t done, int n, int h) {
+  if (!p.ckpt || done % p.ckpt_every != 0) return nullptr;
+  const int64_t j = done / p.ckpt_every - 1;
+  return j < p.nckpt ? p.ckpt.at(j, n, h) : nullptr;
+}
+
 // Head h's slice of a [B, T, H, D] operand with batch and head strides sb, sh.
 template <typename T, typename Ptr>
 __device__ __forceinline__ T* head_base(Ptr base, int b, int64_t sb, int h, int64_t sh) {
