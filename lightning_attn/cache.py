@@ -53,8 +53,10 @@ class TNLCache:
         self._spec: Optional[_Speculation] = None
 
     @classmethod
-    def pool(cls, num_slots: int, state_shapes: List[Tuple[int, int, int]], device=None) -> "TNLCache":
-        """A state pool of ``num_slots`` sequences: zero float32 states ``[num_slots, H, Dk, Dv]``
+    def pool(cls, num_slots: int, state_shapes: List[Tuple[int, int, int]], device=None,
+             dtype: torch.dtype = torch.float32) -> "TNLCache":
+        """A state pool of ``num_slots`` sequences: zero states ``[num_slots, H, Dk, Dv]`` (float32;
+        float64 for float64 models)
         for each layer's ``(H, Dk, Dv)`` in ``state_shapes`` and zero offsets ``[num_slots]``;
         choose the rows with ``use_slots``. ``TransNormerLLM.new_cache(num_slots=...)`` makes one.
 
@@ -68,7 +70,7 @@ class TNLCache:
         if num_slots < 1:
             raise ValueError(f"TNLCache.pool: num_slots must be at least 1, got {num_slots}.")
         c = cls(len(state_shapes), torch.zeros(num_slots, dtype=torch.long, device=device))
-        c.states = [torch.zeros(num_slots, *shape, device=device) for shape in state_shapes]
+        c.states = [torch.zeros(num_slots, *shape, device=device, dtype=dtype) for shape in state_shapes]
         c.slot_ids = torch.full((num_slots,), -1, dtype=torch.int32, device=device)
         return c
 

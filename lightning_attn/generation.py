@@ -1,9 +1,11 @@
 """Text generation for TNL with the recurrent cache: packed prefill, then batched decode steps.
 
 A batch of prompts of different lengths needs no padding: the prompts are packed into one
-row and prefilled with ``cu_seqlens`` (positions restart and states reset per prompt); the op's
-final states ``[N, H, Dk, Dv]`` are exactly the per-prompt states, and each sequence's offset
-is its own length. Every new token then costs one decode-op step per layer for the batch.
+row and prefilled with ``cu_seqlens`` (positions restart and states reset per prompt) into the
+slots of a state pool (``TNLCache.pool``, prompt n in slot n: the path a serving engine takes);
+the op writes each prompt's final state into its slot, and each sequence's offset is its own
+length. Every new token then costs one decode-op step per layer for the batch, on the pool rows
+in place.
 
 ``speculative_generate`` adds greedy speculative decoding: a small draft model proposes K
 tokens one step at a time, the model checks all of them in one forward (each layer one
@@ -51,12 +53,16 @@ def sample_logits(logits: Tensor, temperature: float = 1.0, top_k: Optional[int]
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
-def _prefill(model, prompts: List[List[int]], device):
-    """Packed prefill of all prompts; returns the cache and each prompt's last logits ``[N, V]``."""
+def _prefill(model, prompts: List[List[int]], device, pool: bool = False):
+    """Packed prefill of all prompts; returns the cache and each prompt's last logits ``[N, V]``.
+    pool: the cache is a state pool of N slots, prompt n in slot n (the serving path: prefill
+    and decode steps read and write the pool rows in place)."""
     lengths = torch.tensor([len(p) for p in prompts], device=device)
     cu_seqlens = torch.cat([lengths.new_zeros(1), lengths.cumsum(0)]).to(torch.int32)  # [N + 1]
     ids = torch.tensor([t for p in prompts for t in p], device=device)[None]  # [1, sum(lengths)]
-    cache = model.new_cache()
+    cache = model.new_cache(num_slots=len(prompts)) if pool else model.new_cache()
+    if pool:
+        cache.use_slots(torch.arange(len(prompts), dtype=torch.int32, device=device))
     h = model.forward_features(ids, cache=cache, cu_seqlens=cu_seqlens)  # [1, total, C]
     return cache, model.lm_head(h[0, cu_seqlens[1:].long() - 1])  # each prompt's last position
 
@@ -70,11 +76,13 @@ def _as_prompt_lists(prompts) -> List[List[int]]:
     return prompts
 
 
-def _decode_logits(model, tok: Tensor, offset: Tensor, states: List[Tensor]):
+def _decode_logits(model, tok: Tensor, offset: Tensor, states: List[Tensor], slot_ids: Optional[Tensor] = None):
     """One token per sequence from a cache given as its parts: ``(logits [N, V], new offset)``.
-    The states are updated in place (the decode op); a pure function of tensors for torch.compile."""
+    The states are updated in place (the decode op; with slot_ids, pool rows, and the offsets in
+    place too); a pure function of tensors for torch.compile."""
     cache = TNLCache(len(states), offset)
     cache.states = list(states)
+    cache.slot_ids = slot_ids
     logits = model.lm_head(model.forward_features(tok[:, None], cache=cache))[:, -1]
     return logits, cache.offset
 
@@ -102,7 +110,7 @@ class DecodeStep:
             self._capture()
 
     def _run(self) -> Tensor:
-        logits, offset = self.fn(self.model, self.tok, self.offset, self.cache.states)
+        logits, offset = self.fn(self.model, self.tok, self.offset, self.cache.states, self.cache.slot_ids)
         self.offset.copy_(offset)
         return logits
 
@@ -162,7 +170,8 @@ def generate(model, prompts: Union[Tensor, Sequence[Sequence[int]]], max_new_tok
     N = len(prompts)
     if cuda_graph and device.type != "cuda":
         raise ValueError(f"generate: cuda_graph=True needs a model on a CUDA device, got {device}.")
-    cache, logits = _prefill(model, prompts, device)  # all prompts packed into one row; logits [N, V]
+    # all prompts packed into one row, prefilled into the slots of a state pool; logits [N, V]
+    cache, logits = _prefill(model, prompts, device, pool=True)
     decode_step = DecodeStep(model, cache, compile=compile_step, cuda_graph=cuda_graph) if (compile_step or cuda_graph) else None
 
     out: List[List[int]] = [[] for _ in range(N)]

@@ -66,6 +66,8 @@ class TNLHFConfig(PretrainedConfig):
 class TNLHFCache(Cache):
     """A transformers ``Cache`` around ``TNLCache`` (per layer float32 state, per-sequence offsets).
 
+    The first forward (the prefill) makes it a state pool of B slots, row b in slot b, so prefill
+    and decode steps read and write the pool rows in place (the path of a serving engine).
     ``get_seq_length()`` counts the tokens fed so far, padding included (what generate expects).
     """
 
@@ -86,8 +88,14 @@ class TNLHFCache(Cache):
         return None  # no limit: the state has a fixed size
 
     def reorder_cache(self, beam_idx: Tensor):
-        """Beam search: keep the states of ``beam_idx``."""
-        self.tnl = self.tnl.index_select(beam_idx)
+        """Beam search: row b continues from the state of row ``beam_idx[b]``."""
+        if not self.tnl.is_pool:
+            self.tnl = self.tnl.index_select(beam_idx)
+            return
+        idx = beam_idx.to(self.tnl.offset.device).long()
+        for s in self.tnl.states:
+            s.copy_(s.index_select(0, idx))
+        self.tnl.offset.copy_(self.tnl.offset.index_select(0, idx))
 
     def __len__(self):
         return self.tnl.num_layers
@@ -148,6 +156,9 @@ class TNLForCausalLM(PreTrainedModel, GenerationMixin):
         if use_cache and cache is None:
             cache = TNLHFCache(self.config.n_layers)
         B, T = input_ids.shape
+        if cache is not None and cache.num_tokens == 0:  # the prefill: a pool of B slots, row b in slot b
+            cache.tnl = self.model.new_cache(num_slots=B)
+            cache.tnl.use_slots(torch.arange(B, dtype=torch.int32, device=input_ids.device))
         new_mask = attention_mask[:, -T:] if attention_mask is not None else None
         if cache is not None and new_mask is not None and not bool(new_mask.all()):
             if cache.num_tokens != 0:

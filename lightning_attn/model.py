@@ -235,7 +235,8 @@ class TransNormerLLM(nn.Module):
 
     def new_cache(self, num_slots: Optional[int] = None) -> TNLCache:
         """An empty recurrent cache, or with ``num_slots`` a state pool of that many sequences
-        on the model's device (``TNLCache.pool``: serving with requests that come and go)."""
+        on the model's device, float32 (float64 for a float64 model) like the ops' states
+        (``TNLCache.pool``: serving with requests that come and go)."""
         if num_slots is None:
             return TNLCache(self.config.n_layers)
         shapes = []
@@ -243,7 +244,9 @@ class TransNormerLLM(nn.Module):
             tm = block.token_mixer
             dk = tm.head_dim * (2 if tm.lrpe is not None else 1)  # LRPE-d doubles q and k
             shapes.append((tm.num_heads, dk, tm.head_dim))
-        return TNLCache.pool(num_slots, shapes, device=self.embed.weight.device)
+        w = self.embed.weight
+        return TNLCache.pool(num_slots, shapes, device=w.device,
+                             dtype=torch.float64 if w.dtype == torch.float64 else torch.float32)
 
     @torch.no_grad()
     def generate(self, prompts, max_new_tokens: int, **kwargs):

@@ -40,6 +40,17 @@ def test_generate_left_padded_batch_matches_native_generate():
     assert out[:, ids.shape[1]:].tolist() == generate(model.model, PROMPTS, 8, temperature=0)
 
 
+def test_beam_search_on_the_pool_equals_recomputing():
+    """Beam search reorders the pool rows (reorder_cache); without a cache every step recomputes
+    the whole prefix: the same beams."""
+    model = hf_model()
+    ids = torch.tensor([[5, 17, 3, 99], [64, 2, 2, 30]])
+    kw = dict(num_beams=3, max_new_tokens=6, do_sample=False, early_stopping=False)
+    cached = model.generate(ids, **kw)
+    recomputed = model.generate(ids, use_cache=False, **kw)
+    assert cached.tolist() == recomputed.tolist()
+
+
 @pytest.mark.parametrize("tied", [True, False])
 def test_save_pretrained_from_pretrained_auto(tmp_path, tied):
     model = hf_model(tied)
