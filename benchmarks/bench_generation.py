@@ -3,8 +3,9 @@
 For each model and batch size: prefill a prompt of --prompt-len random tokens, then generate
 --new-tokens tokens greedily, one forward per token through the model's public cache API:
 
-    TNL           cache = model.new_cache(); model(ids, cache=cache) -> float32 states [B, H, Dk, Dv]
-                  per layer (constant size) updated in place by lightning_attn_decode
+    TNL           cache = model.new_cache(num_slots=B), rows in slots 0..B-1 (as generate()); model(ids,
+                  cache=cache) -> float32 pool states [B, H, Dk, Dv] per layer (constant size), written
+                  by the prefill and updated in place by lightning_attn_decode with slot_ids
     transformer   cache = model.new_cache(B, prompt + new) -> keys/values [B, H, max_len, D] per layer,
                   preallocated (static), attention over the filled part by SDPA
 
@@ -104,7 +105,12 @@ def build(kind, args, device):
 
 
 def new_cache(model, kind, B, max_len):
-    return model.new_cache() if kind == "tnl" else model.new_cache(B, max_len)
+    """TNL: a state pool of B slots, row b in slot b (what generate() and a serving engine use)."""
+    if kind != "tnl":
+        return model.new_cache(B, max_len)
+    cache = model.new_cache(num_slots=B)
+    cache.use_slots(torch.arange(B, dtype=torch.int32, device=model.embed.weight.device))
+    return cache
 
 
 def cache_bytes(cache, kind):
