@@ -172,8 +172,8 @@ SymAttnDims check_fwd_checkpoints_inputs_sym(const at::Tensor& q, const at::Tens
                                              int64_t checkpoint_every, const SymInt& num_checkpoints) {
   const SymAttnDims d = check_fwd_inputs_sym(q, k, v, slope, initial_state, cu_seqlens, head_first);
   TORCH_CHECK_VALUE(checkpoint_every >= 1 && checkpoint_every % kCheckpointGranule == 0, kFwd,
-                    ": checkpoint_every must be a positive multiple of ", kCheckpointGranule, ", got ",
-                    checkpoint_every, " (lightning_attn_prefill takes any N >= 1)");
+                    ": checkpoint_every must be a positive multiple of ", std::to_string(kCheckpointGranule),
+                    ", got ", std::to_string(checkpoint_every), " (lightning_attn_prefill takes any N >= 1)");
   LA_CHECK_SYM(num_checkpoints.sym_ge(0), kFwd, ": num_checkpoints must be >= 0, got ", str(num_checkpoints));
   return d;
 }
