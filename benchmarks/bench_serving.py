@@ -22,7 +22,10 @@ come and go. After every step the tokens are copied to the host, as a server str
 would, and timestamped. tokens/s = generated tokens / time from the first arrival to the last
 token; per-token latency = time between a request's consecutive tokens (p50/p99); TTFT = first
 token minus arrival. --check compares every request's tokens with greedy generation of that
-prompt alone (model.generate with temperature 0) and fails on a difference.
+prompt alone (model.generate with temperature 0) and fails on a difference, except a near-tie:
+where the solo logits of the two tokens at the first differing position are within --tie-gap
+(bf16 GEMMs over C rows and over one row round differently). Each divergence's position and
+gap go into serving.json.
 
 GPU run (385M, bf16):
     python benchmarks/bench_serving.py --out benchmarks/results/h200
@@ -57,7 +60,10 @@ def get_args(argv=None):
     p.add_argument("--prompt-lens", default="64,1024", help="min,max prompt length")
     p.add_argument("--output-lens", default="64,256", help="min,max generated tokens per request")
     p.add_argument("--rate", type=float, default=200.0, help="mean arrivals per second")
-    p.add_argument("--check", action="store_true", help="tokens must equal greedy generation of each prompt alone")
+    p.add_argument("--check", action="store_true",
+                   help="tokens must equal greedy generation of each prompt alone, up to near-ties (--tie-gap)")
+    p.add_argument("--tie-gap", type=float, default=0.02,
+                   help="--check: a divergence where the solo logits of the two tokens differ by less is a near-tie")
     p.add_argument("--max-seconds", type=float, default=240.0, help="wall-time budget; later runs are skipped")
     add_runtime_args(p, graphs_help="the decode step as one CUDA graph (default on CUDA)",
                      compile_help="torch.compile the decode step before capture")
@@ -207,10 +213,14 @@ def summarize(reqs):
             "ttft_p50_ms": pct(ttft, 50), "ttft_p99_ms": pct(ttft, 99)}
 
 
-def check_tokens(model, kind, trace, reqs, device):
-    """Every request's tokens against greedy generation of its prompt alone; returns the mismatches."""
+def check_tokens(model, kind, trace, reqs, device, tie_gap):
+    """Every request's tokens against greedy generation of its prompt alone. Returns the
+    divergences, each with its first differing position and the solo logits' gap there between
+    the solo token and the served one (one teacher-forced forward over prompt + solo tokens). A
+    gap below ``tie_gap`` is a near-tie: a batch of C rows runs other GEMM tilings than one row,
+    and a low-precision model's argmax may flip where two logits are that close."""
     from lightning_attn.generation import generate
-    bad = []
+    out = []
     for r in trace:
         p = r["prompt"].to(device)
         if kind == "tnl":
@@ -218,9 +228,21 @@ def check_tokens(model, kind, trace, reqs, device):
         else:
             ref = model.generate(p[None], r["out_len"], temperature=0)[0]
         ref = [int(x) for x in ref][: r["out_len"]]
-        if ref != reqs[r["id"]]["tokens"]:
-            bad.append(r["id"])
-    return bad
+        got = reqs[r["id"]]["tokens"]
+        if ref == got:
+            continue
+        j = next((i for i, (a, b) in enumerate(zip(ref, got)) if a != b), min(len(ref), len(got)))
+        d = {"id": r["id"], "position": j, "gap": None, "near_tie": False}
+        if j < min(len(ref), len(got)):
+            ids = torch.cat([p, torch.tensor(ref[:j], dtype=torch.long, device=device)])[None]
+            with torch.no_grad():
+                logits = model(ids, num_logits_to_keep=1).logits[0, -1].float()
+            d["gap"] = float(logits[ref[j]] - logits[got[j]])
+            top2 = logits.topk(2).values
+            d["top2_gap"] = float(top2[0] - top2[1])
+            d["near_tie"] = abs(d["gap"]) < tie_gap
+        out.append(d)
+    return out
 
 
 def plot(records, path):
@@ -279,12 +301,14 @@ def main(argv=None):
             if device.startswith("cuda"):
                 rec["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
             if args.check:
-                rec["mismatched_requests"] = check_tokens(model, kind, trace, reqs, device)
+                rec["divergences"] = check_tokens(model, kind, trace, reqs, device, args.tie_gap)
+                rec["mismatched_requests"] = [d["id"] for d in rec["divergences"] if not d["near_tie"]]
+                rec["near_ties"] = [d["id"] for d in rec["divergences"] if d["near_tie"]]
                 failed |= bool(rec["mismatched_requests"])
             records.append(rec)
             print(f"{kind:12s} C={C:4d} {rec['tokens_per_s']:9.1f} tok/s  itl p50 {rec['itl_p50_ms']:7.2f} "
                   f"p99 {rec['itl_p99_ms']:7.2f} ms  ttft p50 {rec['ttft_p50_ms']:8.1f} ms  cache "
-                  f"{rec['cache_mb']:8.1f} MB" + (f"  mismatches {rec['mismatched_requests']}" if args.check else ""),
+                  f"{rec['cache_mb']:8.1f} MB" + (f"  mismatches {rec['mismatched_requests']} near-ties {rec['near_ties']}" if args.check else ""),
                   flush=True)
             del engine
         del model
