@@ -1,4 +1,5 @@
-"""Checksums of every output of a fixed set of seeded calls (forward, backward, decode) with
+"""Checksums of every output of a fixed set of seeded calls (forward, backward, decode, prefill
+with checkpoints) with
 whichever lightning_attn is first on PYTHONPATH, one JSON object to --out. Two builds give the
 same bits on a call where every checksum matches (benchmarks/gpu/run_restructure.sh compares them).
 
@@ -77,5 +78,27 @@ for (B, H, Dk, Dv, dt) in [(16, 16, 128, 128, torch.bfloat16), (3, 5, 64, 100, t
     state = torch.randn(B, H, Dk, Dv, device=dev, generator=g)
     o = la.lightning_attn_decode(q, k, v, state, torch.rand(H, device=dev, generator=g), Dk ** -0.5)
     out[f"decode_B{B}_H{H}_Dk{Dk}_Dv{Dv}_{str(dt)[6:]}"] = {"o": checksum(o), "state": checksum(state)}
+# prefill with checkpoints (fwd_checkpoints): one sweep, a split sweep, varlen with a state,
+# 128-wide pieces of Dk = 256, the portable kernel. (B, T, H, Dk, Dv, dtype, varlen, every, portable)
+CKPT_CALLS = [(16, 4096, 16, 128, 128, torch.bfloat16, False, 1024, False),
+              (1, 65536, 16, 128, 128, torch.bfloat16, False, 4096, False),
+              (1, 20000, 8, 128, 128, torch.bfloat16, True, 1024, False),
+              (2, 4096, 4, 256, 128, torch.bfloat16, False, 512, False),
+              (16, 4096, 16, 64, 64, torch.float16, False, 256, True)]
+for (B, T, H, Dk, Dv, dt, varlen, every, portable) in CKPT_CALLS if hasattr(torch.ops.lightning_attn, "fwd_checkpoints") else []:
+    g = torch.Generator(device=dev).manual_seed(B * 7919 + T * 31 + Dk * 3 + Dv + every)
+    q, k, v = (torch.randn(B, T, H, D, device=dev, dtype=dt, generator=g) * s for D, s in ((Dk, Dk ** -0.5), (Dk, Dk ** -0.5), (Dv, 1)))
+    slope = torch.rand(H, device=dev, generator=g) * 0.2 + 0.001
+    cu, lens = None, [T] * B
+    if varlen:
+        cut = sorted(torch.randint(1, T, (3,), generator=torch.Generator().manual_seed(T)).tolist())
+        cu = torch.tensor([0] + cut + [T], device=dev, dtype=torch.int32)
+        lens = (cu[1:] - cu[:-1]).tolist()
+    h0 = torch.randn(len(lens), H, Dk, Dv, device=dev, generator=g) * 0.1 if varlen else None
+    J = -(-max(lens) // every)
+    with la.kernel_options(hopper=not portable):
+        o, hT, ck = torch.ops.lightning_attn.fwd_checkpoints(q, k, v, slope, Dk ** -0.5, h0, cu, False, every, J)
+    key = f"ckpt_B{B}_T{T}_H{H}_Dk{Dk}_Dv{Dv}_{str(dt)[6:]}_every{every}" + ("_varlen" if varlen else "")
+    out[key + ("_portable" if portable else "")] = {"o": checksum(o), "hT": checksum(hT), "checkpoints": checksum(ck)}
 json.dump(out, open(a.out, "w"), indent=1)
 print(f"{len(out)} calls written to {a.out}")

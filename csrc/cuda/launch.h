@@ -67,7 +67,8 @@ int hopper_binary_version();
 
 // kernels/state_kernels.cu
 void launch_scan(const ScanParams& p, cudaStream_t stream);
-void launch_checkpoint_tail(const CheckpointTailParams& p, cudaStream_t stream);
+// The checkpoints of forward problem p past each sequence's end: its final state.
+void launch_checkpoint_tail(const ChunkParams& p, const StateRef& final_state, cudaStream_t stream);
 template <typename TIn>
 void launch_decode(const DecodeParams& p, cudaStream_t stream);
 

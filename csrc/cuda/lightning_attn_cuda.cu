@@ -25,18 +25,33 @@ void check_cuda_dtype(const Tensor& x, const char* op) {
                     ": float64 is supported on the CPU only; use float32, float16 or bfloat16 on CUDA");
 }
 
-// The forward as one generic problem (params.h): o = scale (mask(q k^T) v + decayed state^T q).
-Problem forward_problem(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& o_user,
-                        double scale, bool head_first) {
+// What every forward entry point sets up once its inputs are checked: the device guard, the
+// current stream, the call context, the output o and the forward as one generic problem
+// (params.h) writing it: o = scale (mask(q k^T) v + decayed state^T q). The entry point adds
+// its states to pb, then run().
+struct ForwardCall {
+  c10::cuda::CUDAGuard guard;
+  cudaStream_t stream;
+  cuda::CallContext ctx;
+  Tensor o_user;
   Problem pb;
-  pb.q = canonical(q_in, head_first);
-  pb.k = canonical(k_in, head_first);
-  pb.v = canonical(v_in, head_first);
-  pb.o = canonical(o_user, head_first);
-  pb.scale_intra = float(scale), pb.scale_state = float(scale), pb.scale_upd = 1.f;
-  pb.qoff = 1, pb.koff = 0, pb.reverse = false;
-  return pb;
-}
+
+  ForwardCall(const AttnDims& d, const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+              const std::optional<Tensor>& slope, double scale, const std::optional<Tensor>& cu_seqlens,
+              bool head_first)
+      : guard(q_in.device()),
+        stream(c10::cuda::getCurrentCUDAStream()),
+        ctx(cuda::make_context(d, slope, cu_seqlens)),
+        o_user(at::empty(user_shape(d, d.Dv, head_first), q_in.options())) {
+    pb.q = canonical(q_in, head_first);
+    pb.k = canonical(k_in, head_first);
+    pb.v = canonical(v_in, head_first);
+    pb.o = canonical(o_user, head_first);
+    pb.scale_intra = float(scale), pb.scale_state = float(scale), pb.scale_upd = 1.f;
+    pb.qoff = 1, pb.koff = 0, pb.reverse = false;
+  }
+  void run() const { cuda::run_problem(pb, ctx, stream); }
+};
 
 std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                     const std::optional<Tensor>& slope, double scale,
@@ -45,21 +60,16 @@ std::tuple<Tensor, Tensor> fwd_cuda(const Tensor& q_in, const Tensor& k_in, cons
                                     bool output_final_state) {
   const AttnDims d = check_fwd_inputs(q_in, k_in, v_in, slope, initial_state, cu_seqlens, head_first);
   check_cuda_dtype(q_in, "");
-  const c10::cuda::CUDAGuard guard(q_in.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const cuda::CallContext c = cuda::make_context(d, slope, cu_seqlens);
-
-  const Tensor o_user = at::empty(user_shape(d, d.Dv, head_first), q_in.options());
+  ForwardCall f(d, q_in, k_in, v_in, slope, scale, cu_seqlens, head_first);
   const Tensor final_state = empty_state(d, output_final_state, q_in.options());
-  Problem pb = forward_problem(q_in, k_in, v_in, o_user, scale, head_first);
-  if (initial_state.has_value()) pb.init = *initial_state;
-  if (output_final_state) pb.final_state = final_state;
-  cuda::run_problem(pb, c, stream);
-  return {o_user, final_state};
+  if (initial_state.has_value()) f.pb.init = *initial_state;
+  if (output_final_state) f.pb.final_state = final_state;
+  f.run();
+  return {f.o_user, final_state};
 }
 
 // The forward whose sweeps also store the state at every checkpoint they pass (one pass over q,
-// k, v); the checkpoints past each sequence's end then get its final state (launch_checkpoint_tail).
+// k, v); run_problem then gives the checkpoints past each sequence's end its final state.
 std::tuple<Tensor, Tensor, Tensor> fwd_checkpoints_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
                                                         const std::optional<Tensor>& slope, double scale,
                                                         const std::optional<Tensor>& initial_state,
@@ -68,26 +78,14 @@ std::tuple<Tensor, Tensor, Tensor> fwd_checkpoints_cuda(const Tensor& q_in, cons
   const AttnDims d = check_fwd_checkpoints_inputs(q_in, k_in, v_in, slope, initial_state, cu_seqlens, head_first,
                                                   checkpoint_every, num_checkpoints);
   check_cuda_dtype(q_in, "");
-  const c10::cuda::CUDAGuard guard(q_in.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const cuda::CallContext c = cuda::make_context(d, slope, cu_seqlens);
-
-  const Tensor o_user = at::empty(user_shape(d, d.Dv, head_first), q_in.options());
+  ForwardCall f(d, q_in, k_in, v_in, slope, scale, cu_seqlens, head_first);
   const Tensor final_state = empty_state(d, true, q_in.options());
   const Tensor ckpt = at::empty({d.N, num_checkpoints, d.H, d.Dk, d.Dv}, q_in.options().dtype(at::kFloat));
-  Problem pb = forward_problem(q_in, k_in, v_in, o_user, scale, head_first);
-  if (initial_state.has_value()) pb.init = *initial_state;
-  pb.final_state = final_state;
-  if (num_checkpoints > 0) pb.checkpoints = ckpt, pb.checkpoint_every = checkpoint_every;
-  cuda::run_problem(pb, c, stream);
-  cuda::CheckpointTailParams tp{};
-  tp.final_state = final_state.data_ptr<float>();
-  tp.ckpt = cuda::checkpoint_ref(ckpt);
-  tp.every = checkpoint_every, tp.nckpt = num_checkpoints;
-  tp.Dk = int(d.Dk), tp.Dv = int(d.Dv), tp.H = int(d.H), tp.N = int(d.N), tp.T = d.T;
-  tp.cu32 = c.cu32, tp.cu64 = c.cu64;
-  cuda::launch_checkpoint_tail(tp, stream);
-  return {o_user, final_state, ckpt};
+  if (initial_state.has_value()) f.pb.init = *initial_state;
+  f.pb.final_state = final_state;
+  if (num_checkpoints > 0) f.pb.checkpoints = ckpt, f.pb.checkpoint_every = checkpoint_every;
+  f.run();
+  return {f.o_user, final_state, ckpt};
 }
 
 // The forward from and into rows of a state pool: the pool is both the initial and the final
@@ -97,16 +95,11 @@ Tensor fwd_slots_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in
                       bool head_first) {
   const AttnDims d = check_fwd_slots_inputs(q_in, k_in, v_in, slope, state, slot_ids, cu_seqlens, head_first);
   check_cuda_dtype(q_in, "");
-  const c10::cuda::CUDAGuard guard(q_in.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  const cuda::CallContext c = cuda::make_context(d, slope, cu_seqlens);
-
-  const Tensor o_user = at::empty(user_shape(d, d.Dv, head_first), q_in.options());
-  Problem pb = forward_problem(q_in, k_in, v_in, o_user, scale, head_first);
-  pb.init = state, pb.final_state = state;
-  pb.state_rows = slot_ids.contiguous();
-  cuda::run_problem(pb, c, stream);
-  return o_user;
+  ForwardCall f(d, q_in, k_in, v_in, slope, scale, cu_seqlens, head_first);
+  f.pb.init = state, f.pb.final_state = state;
+  f.pb.state_rows = slot_ids.contiguous();
+  f.run();
+  return f.o_user;
 }
 
 // The backward as generic problems (params.h), with S the forward state and dS its

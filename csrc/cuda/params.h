@@ -145,18 +145,6 @@ struct ScanParams {
   const float* slope;
 };
 
-// The checkpoints a sequence ends before (kernels/state_kernels.cu): entries j >= len / every of
-// ckpt (j < nckpt) get the sequence's final state [N, H, Dk, Dv] (contiguous).
-struct CheckpointTailParams {
-  const float* final_state;
-  StateRef ckpt;
-  int64_t every, nckpt;
-  int Dk, Dv, H, N;
-  int64_t T;
-  const int32_t* cu32;
-  const int64_t* cu64;
-};
-
 // Decoding K tokens per sequence (kernels/state_kernels.cu). q, k: [B, K, H, Dk], v: [B, K, H, Dv]
 // with strides; o: [B, K, H, Dv] contiguous.
 struct DecodeParams {

@@ -26,6 +26,7 @@ SegmentStates split_states(const ChunkParams& p, const SplitPlan& plan, const Ch
 
 template <int DK, int VT, typename TIn>
 void run_problem_typed(const Problem& pb, const CallContext& c, cudaStream_t stream) {
+  TORCH_INTERNAL_ASSERT(!pb.checkpoints.defined() || pb.final_state.defined(), "checkpoints need the final state");
   ChunkParams p = chunk_params(pb, c);
   ChunkChoice ch = choose_chunk_kernel<DK, VT, TIn>(p, c);
   if (pb.accumulate && !ch.accumulates()) {  // no kernel here adds into o: a temporary and an add
@@ -52,6 +53,8 @@ void run_problem_typed(const Problem& pb, const CallContext& c, cudaStream_t str
   }
   p.tma_store = ch.tma_store;
   launch_chunk<DK, VT, TIn>(ch.full, /*state_only=*/false, p, ch.maps, stream);
+  // The sweep stored the checkpoints it passed; those past each sequence's end are its final state.
+  if (p.nckpt > 0) launch_checkpoint_tail(p, state_ref(pb.final_state, pb.state_rows), stream);
 }
 
 // [.., 128 rows from r, 128 columns from c] of a state or of checkpoints, or undefined.

@@ -57,17 +57,19 @@ __global__ void __launch_bounds__(kScanThreads) scan_kernel(const ScanParams p) 
   if (float* final_state = p.final_state.row_at(0, n, h)) final_state[i * p.final_state.sk + j * p.final_state.sv] = s;
 }
 
-// One thread per state element of one (sequence, head): the final state into every checkpoint
-// from len / every on. The checkpoints before it were written by the chunk kernel's sweep.
-__global__ void __launch_bounds__(kScanThreads) checkpoint_tail_kernel(const CheckpointTailParams p) {
+// One thread per state element of one (sequence, head) of forward problem p: its final state
+// into every checkpoint from len / ckpt_every on; the sweep wrote the checkpoints before it.
+__global__ void __launch_bounds__(kScanThreads) checkpoint_tail_kernel(const ChunkParams p, const StateRef fin) {
   const int64_t e = int64_t(blockIdx.y) * kScanThreads + threadIdx.x;
   if (e >= int64_t(p.Dk) * p.Dv) return;
   const int i = int(e / p.Dv), j = int(e % p.Dv);
   const int nh = blockIdx.x, n = nh / p.H, h = nh % p.H;  // N x H on x: it may pass 65,535
+  const float* f = fin.row_at(0, n, h);
+  if (f == nullptr) return;
   int64_t start, len;
   sequence_range(p.cu32, p.cu64, n, p.T, start, len);
-  const float s = p.final_state[int64_t(nh) * p.Dk * p.Dv + e];
-  for (int64_t c = len / p.every; c < p.nckpt; ++c) p.ckpt.at(c, n, h)[i * p.ckpt.sk + j * p.ckpt.sv] = s;
+  const float s = f[i * fin.sk + j * fin.sv];
+  for (int64_t c = len / p.ckpt_every; c < p.nckpt; ++c) p.ckpt.at(c, n, h)[i * p.ckpt.sk + j * p.ckpt.sv] = s;
 }
 
 // Decoding: K tokens (1 for a plain step, up to kMaxDecodeTokens for speculative verify) of
@@ -200,11 +202,11 @@ void launch_scan(const ScanParams& p, cudaStream_t stream) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-void launch_checkpoint_tail(const CheckpointTailParams& p, cudaStream_t stream) {
-  if (p.nckpt == 0 || p.N == 0) return;
+void launch_checkpoint_tail(const ChunkParams& p, const StateRef& final_state, cudaStream_t stream) {
+  if (p.nckpt == 0 || p.N == 0 || p.H == 0) return;
   const int64_t elems = int64_t(p.Dk) * p.Dv;
   const dim3 grid(unsigned(int64_t(p.N) * p.H), unsigned((elems + kScanThreads - 1) / kScanThreads));
-  checkpoint_tail_kernel<<<grid, kScanThreads, 0, stream>>>(p);
+  checkpoint_tail_kernel<<<grid, kScanThreads, 0, stream>>>(p, final_state);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
