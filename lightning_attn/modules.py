@@ -183,16 +183,29 @@ class GatedLinearAttention(nn.Module):
 
 
 class SGLU(nn.Module):
-    """TNL's channel mixer, a GLU without activation: ``(x W_v * x W_u) W_o``. x ``[..., C]``."""
+    """TNL's channel mixer, a GLU without activation: ``(x W_v * x W_u) W_o``. x ``[..., C]``.
+
+    W_v and W_u are one ``vu_proj`` weight ``[2 G, C]`` (rows of W_v, then of W_u): one GEMM
+    instead of two, which at decode batch sizes is one launch less per layer for the same
+    weight bytes. A state dict with separate ``v_proj.weight`` and ``u_proj.weight`` loads too.
+    """
 
     def __init__(self, d_model: int, glu_dim: int):
         super().__init__()
-        self.v_proj = nn.Linear(d_model, glu_dim, bias=False)
-        self.u_proj = nn.Linear(d_model, glu_dim, bias=False)
+        self.glu_dim = glu_dim
+        self.vu_proj = nn.Linear(d_model, 2 * glu_dim, bias=False)
         self.o_proj = nn.Linear(glu_dim, d_model, bias=False)
+        self._register_load_state_dict_pre_hook(self._join_vu)
+
+    @staticmethod
+    def _join_vu(state_dict, prefix, *args):
+        v, u = prefix + "v_proj.weight", prefix + "u_proj.weight"
+        if v in state_dict and u in state_dict:
+            state_dict[prefix + "vu_proj.weight"] = torch.cat([state_dict.pop(v), state_dict.pop(u)])
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.o_proj(self.v_proj(x) * self.u_proj(x))
+        v, u = self.vu_proj(x).chunk(2, dim=-1)
+        return self.o_proj(v * u)
 
 
 class TNLBlock(nn.Module):

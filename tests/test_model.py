@@ -94,6 +94,32 @@ def test_lrpe_is_relative():
     torch.testing.assert_close(score(10, 3), score(107, 100), atol=1e-5, rtol=1e-5)
 
 
+def test_sglu_is_the_two_projection_glu_and_loads_separate_weights():
+    """SGLU's one vu_proj GEMM == (x W_v * x W_u) W_o; a state dict with v_proj / u_proj loads."""
+    torch.manual_seed(0)
+    m = la.SGLU(8, 12).double()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    w_v, w_u = m.vu_proj.weight[:12], m.vu_proj.weight[12:]
+    torch.testing.assert_close(m(x), ((x @ w_v.T) * (x @ w_u.T)) @ m.o_proj.weight.T, rtol=0, atol=1e-12)
+    old = {"v_proj.weight": w_v.detach().clone(), "u_proj.weight": w_u.detach().clone(),
+           "o_proj.weight": m.o_proj.weight.detach().clone()}
+    m2 = la.SGLU(8, 12).double()
+    m2.load_state_dict(old)
+    assert torch.equal(m2.vu_proj.weight, m.vu_proj.weight)
+    model = tiny_model()
+    sd = {}
+    for k, t in model.state_dict().items():  # the same model in the two-projection layout
+        if k.endswith("channel_mixer.vu_proj.weight"):
+            base = k[: -len("vu_proj.weight")]
+            sd[base + "v_proj.weight"], sd[base + "u_proj.weight"] = t.chunk(2)
+        else:
+            sd[k] = t
+    fresh = tiny_model(seed=1)
+    fresh.load_state_dict(sd)
+    ids = torch.randint(0, 101, (2, 9))
+    assert torch.equal(fresh(ids).logits, model(ids).logits)
+
+
 def test_slopes_buffer_and_sequence_parallel_hook():
     model = tiny_model(n_layers=3)
     gla = [b.token_mixer for b in model.blocks]
