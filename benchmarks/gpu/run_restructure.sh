@@ -5,7 +5,7 @@
 # and compares them, times both alternately (run_ab.sh), then runs the CUDA tests on this tree.
 #   PHASES="bits ab tests" (default) | "check sanitize" (sm90_check --no-timing, compute-sanitizer)
 #   | "arch80": a copy built for sm_80 only must refuse this GPU with the error naming the archs
-#   | "ckpt" (bench_prefill_checkpoints.py) | "edge" (tests/test_cuda_edge_cases.py) | "dtok" (bench_decode_tokens.py) | "serve" (bench_serving.py --check) | "diag" (diag_segv.py)
+#   | "ckpt" (bench_prefill_checkpoints.py) | "edge" (tests/test_cuda_edge_cases.py) | "dtok" (bench_decode_tokens.py) | "gen" (bench_generation.py under A and B, TNL decode) | "serve" (bench_serving.py --check) | "diag" (diag_segv.py)
 # Both trees build for sm_90a only (LIGHTNING_ATTN_CUDA_ARCHS), the old tree's default.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -17,7 +17,7 @@ export LIGHTNING_ATTN_CUDA_ARCHS=${LIGHTNING_ATTN_CUDA_ARCHS:-90a}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt"
 # The old tree only where a phase compares against it.
 case " ${PHASES:-bits ab tests} " in
-  *" bits "*|*" ab "*) (cd _ab_old && MAX_JOBS=8 python3 setup.py build_ext --inplace > "$OUT/build_A.log" 2>&1) & PA=$! ;;
+  *" bits "*|*" ab "*|*" gen "*) (cd _ab_old && MAX_JOBS=8 python3 setup.py build_ext --inplace > "$OUT/build_A.log" 2>&1) & PA=$! ;;
   *) (true) & PA=$! ;;
 esac
 MAX_JOBS=8 python3 setup.py build_ext --inplace > "$OUT/build_B.log" 2>&1; RB=$?
@@ -95,6 +95,17 @@ PY
       stamp "decode_tokens rc=$?"; tail -12 "$OUT/decode_tokens.txt" ;;
     diag)
       PYTHONPATH=$PWD timeout 60 python3 benchmarks/gpu/diag_segv.py 2>&1 | tee "$OUT/diag.txt" | cut -c1-200 ;;
+    gen)
+      # decode step time of the two trees' models (TNL only; bench_generation --compile: its graph and compiled modes), A B A B;
+      # each tree runs B's benchmark scripts against its own lightning_attn
+      mkdir -p _ab_old/benchmarks && cp benchmarks/*.py _ab_old/benchmarks/
+      for t in A B A B; do
+        dir=$([ $t = A ] && echo _ab_old || echo .)
+        timeout ${GEN_TIMEOUT:-110} python3 $dir/benchmarks/bench_generation.py --models tnl --compile --batch-sizes 1,16 \
+          --new-tokens 256 --mem-lengths 128 --max-seconds 80 --out "$OUT/gen_$t" >> "$OUT/gen_$t.log" 2>&1
+        echo "gen $t rc=$? $(grep -E '^\| tnl \|' "$OUT/gen_$t.log" | tail -6 | cut -d'|' -f3-6 | tr '\n' ' ')"
+      done
+      stamp "gen" ;;
     edge)
       PYTHONPATH=$PWD timeout ${EDGE_TIMEOUT:-150} python3 -m pytest -q -rf -p no:cacheprovider --durations=0 tests/test_cuda_edge_cases.py > "$OUT/tests_edge.log" 2>&1
       rc=$?; grep -E "^(FAILED|ERROR)|passed|failed|s call" "$OUT/tests_edge.log" | tail -20
