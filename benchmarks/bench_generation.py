@@ -62,6 +62,9 @@ def get_args(argv=None):
     p.add_argument("--mem-every", type=int, default=64, help="sample memory_allocated every n decode steps")
     p.add_argument("--warmup-tokens", type=int, default=8, help="new tokens of the warm-up generation")
     p.add_argument("--max-seconds", type=float, default=90.0, help="wall-time budget; later runs are skipped")
+    p.add_argument("--modes", default=None,
+                   help="comma list of eager, cuda_graph, compiled_graph (default: all that --cuda-graphs and "
+                        "--compile allow); eager always runs first, its tokens are the reference")
     p.add_argument("--threads", type=int, default=None)
     add_runtime_args(p, graphs_help="also run TNL's decode step as a CUDA graph (default on CUDA)",
                      compile_help="also run the decode step compiled (torch.compile) and captured, both models")
@@ -313,6 +316,8 @@ def main(argv=None):
         print(f"{kind}: {model.num_params() / 1e6:.1f}M params", flush=True)
         graphs = args.cuda_graphs and device.startswith("cuda")
         modes = ["eager"] + (["cuda_graph"] if graphs else []) + (["compiled_graph"] if graphs and args.compile else [])
+        if args.modes:
+            modes = ["eager"] + [m for m in modes[1:] if m in args.modes.split(",")]
         for B in batch_sizes:
             prompts = prompts_all[:B]
             ref = None
