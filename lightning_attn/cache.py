@@ -19,6 +19,11 @@ update the pool rows in place through the decode op's ``slot_ids`` (no gather or
 fixed-shape step over all slots can be captured once in a CUDA graph while requests come and go;
 a prefill starts from its slots' rows and writes its final states into them in place, through the
 same ``slot_ids`` (``lightning_attn_func(..., slot_ids=...)``), also with no gather or scatter.
+
+Prefix caching: with ``checkpoint_every = N`` set, every multi-token forward (a prefill) also
+keeps each layer's state after every N of its tokens (``lightning_attn_prefill``) in
+``checkpoints``; an engine stores those of a shared prefix and later seeds a slot with them
+(``load_states``) and prefills only the rest of the prompt.
 """
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -27,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .ops import lightning_attn_decode, lightning_attn_decode_tokens, lightning_attn_func
+from .prefill import lightning_attn_prefill
 
 
 @dataclass
@@ -51,6 +57,10 @@ class TNLCache:
         self.offset: Optional[Tensor] = offset  # LongTensor [N]; None until the first forward sets it
         self.slot_ids: Optional[Tensor] = None  # pool mode: int32 [B], the slot of each row (-1: none)
         self._spec: Optional[_Speculation] = None
+        # prefix caching: set checkpoint_every = N to keep, per layer, the states after every N
+        # tokens of each prefill, float32 [N_seq, ceil(L / N), H, Dk, Dv] (lightning_attn_prefill)
+        self.checkpoint_every: Optional[int] = None
+        self.checkpoints: List[Optional[Tensor]] = [None] * num_layers
 
     @classmethod
     def pool(cls, num_slots: int, state_shapes: List[Tuple[int, int, int]], device=None,
@@ -97,6 +107,46 @@ class TNLCache:
             s.index_fill_(0, idx, 0.0)
         self.offset.index_fill_(0, idx, 0)
 
+    def load_states(self, slots: Tensor, states: List[Tensor], offset) -> None:
+        """Pool mode: seed ``slots`` (LongTensor or int32 ``[M]``) with per-layer states
+        (``states[layer]`` float ``[M, H, Dk, Dv]``, e.g. ``checkpoints[layer][:, j]`` of an
+        earlier prefill) and the number of tokens they summarise (``offset``: int or ``[M]``), so
+        a prompt that starts with a cached prefix is prefilled from there on."""
+        if not self.is_pool:
+            raise RuntimeError("TNLCache.load_states: not a pool; make one with TNLCache.pool(...).")
+        if len(states) != self.num_layers:
+            raise ValueError(f"TNLCache.load_states: states must hold one tensor per layer ({self.num_layers}), "
+                             f"got {len(states)}.")
+        idx = slots.to(device=self.offset.device, dtype=torch.long)
+        for layer, (pool, s) in enumerate(zip(self.states, states)):
+            if s.shape != (idx.numel(), *pool.shape[1:]):
+                raise ValueError(f"TNLCache.load_states: states[{layer}] must have shape "
+                                 f"{[idx.numel(), *pool.shape[1:]]}, got {list(s.shape)}.")
+            pool.index_copy_(0, idx, s.to(pool.dtype))
+        off = torch.as_tensor(offset, dtype=torch.long, device=self.offset.device).expand(idx.numel())
+        self.offset.index_copy_(0, idx, off.contiguous())
+
+    def prefill_with_checkpoints(self, layer: int, q: Tensor, k: Tensor, v: Tensor, slope: Optional[Tensor],
+                                 cu_seqlens: Optional[Tensor]) -> Tensor:
+        """A prefill of one layer that keeps its states every ``checkpoint_every`` tokens in
+        ``checkpoints[layer]``; from and into the layer's state (or, in pool mode, the slots'
+        rows: gathered, then written back for the rows with a slot, which reads slot_ids on the
+        host). q, k ``[B, T, H, Dk]``, v ``[B, T, H, Dv]`` -> o like v."""
+        pool = self.states[layer]
+        if self.is_pool:
+            idx = self.slot_ids.long()
+            live = idx >= 0
+            init = pool.index_select(0, idx.clamp(min=0)) * live.view(-1, 1, 1, 1)
+        else:
+            init = pool
+        o, final, self.checkpoints[layer] = lightning_attn_prefill(
+            q, k, v, self.checkpoint_every, slope=slope, initial_state=init, cu_seqlens=cu_seqlens)
+        if self.is_pool:
+            pool.index_copy_(0, idx[live], final[live])
+        else:
+            self.states[layer] = final
+        return o
+
     def batch_offset(self) -> Optional[Tensor]:
         """The position offset of each row of the next forward: LongTensor ``[B]``."""
         if not self.is_pool:
@@ -111,6 +161,8 @@ class TNLCache:
         pool = self.states[layer]
         if q.shape[1] == 1 and cu_seqlens is None:
             return lightning_attn_decode(q[:, 0], k[:, 0], v[:, 0], pool, slope, slot_ids=self.slot_ids)[:, None]
+        if self.checkpoint_every is not None:
+            return self.prefill_with_checkpoints(layer, q, k, v, slope, cu_seqlens)
         if not (torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v))):
             return lightning_attn_func(q, k, v, slope=slope, initial_state=pool, cu_seqlens=cu_seqlens,
                                        slot_ids=self.slot_ids)[0]

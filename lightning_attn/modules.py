@@ -176,6 +176,8 @@ class GatedLinearAttention(nn.Module):
             # one decoding step for the whole batch, state updated in place
             o = lightning_attn_decode(q[:, 0], k[:, 0], v[:, 0], state, slope=self.slope, scale=1.0)
             return o[:, None]  # [B, 1, H, D]
+        if cache.checkpoint_every is not None:  # a prefill that keeps states for prefix caching
+            return cache.prefill_with_checkpoints(self.layer_idx, q, k, v, self.slope, cu_seqlens)
         o, final_state = lightning_attn_func(q, k, v, slope=self.slope, scale=1.0, initial_state=state,
                                              output_final_state=True, cu_seqlens=cu_seqlens)
         cache.states[self.layer_idx] = final_state

@@ -134,3 +134,82 @@ def test_transformer_per_row_kv_cache_equals_each_prompt_alone():
 def test_pool_misuse_raises(model, call, match):
     with pytest.raises((ValueError, RuntimeError), match=match):
         call(model)
+
+
+@pytest.mark.parametrize("every", [64, 50], ids=["one_pass", "two_pass"])
+@torch.no_grad()
+def test_prefix_checkpoints_seed_a_slot_that_continues_like_the_whole_prompt(model, every):
+    """Prefix caching: a prefill with checkpoint_every keeps each layer's state every N tokens;
+    a slot seeded with the checkpoint after 2N tokens (load_states) and prefilled with the rest of
+    the prompt has the states, offset, logits and next tokens of the slot that read it whole."""
+    torch.manual_seed(1)
+    prompt = torch.randint(0, V, (1, 2 * every + 37))
+    cache = model.new_cache(num_slots=4)
+    cache.checkpoint_every = every
+    cache.use_slots(ids(0))
+    whole = model(prompt, cache=cache).logits[0, -1]
+    for layer, (c, pool) in enumerate(zip(cache.checkpoints, cache.states)):
+        assert c.shape == (1, 3, *pool.shape[1:]), layer
+        torch.testing.assert_close(c[:, 2], pool[:1])  # past the prompt's end: its final state
+    prefix = [c[:, 1] for c in cache.checkpoints]  # after 2N tokens
+    cache.checkpoint_every = None
+    cache.load_states(ids(2), prefix, 2 * every)
+    cache.use_slots(ids(2))
+    rest = model(prompt[:, 2 * every:], cache=cache).logits[0, -1]
+    torch.testing.assert_close(rest, whole, rtol=1e-5, atol=1e-5)
+    assert cache.offset.tolist() == [prompt.shape[1], 0, prompt.shape[1], 0]
+    for pool in cache.states:
+        torch.testing.assert_close(pool[2], pool[0], rtol=1e-5, atol=1e-5)
+        assert pool[1].abs().max() == 0 and pool[3].abs().max() == 0  # other slots untouched
+    tok = whole.argmax().expand(4).clone()[:, None]
+    cache.use_slots(torch.tensor([0, -1, 2, -1], dtype=torch.int32))
+    nxt = model(tok, cache=cache).logits[:, -1]
+    torch.testing.assert_close(nxt[2], nxt[0], rtol=1e-5, atol=1e-5)
+
+
+@torch.no_grad()
+def test_prefix_checkpoints_of_a_dense_cache_equal_prefills_of_the_prefixes(model):
+    torch.manual_seed(2)
+    prompt = torch.randint(0, V, (2, 150))
+    cache = model.new_cache()
+    cache.checkpoint_every = 64
+    model(prompt, cache=cache)
+    for j, n in enumerate((64, 128, 150)):
+        short = model.new_cache()
+        model(prompt[:, :n], cache=short)
+        for layer in range(len(cache.states)):
+            torch.testing.assert_close(cache.checkpoints[layer][:, j], short.states[layer], rtol=1e-5, atol=1e-6)
+
+
+def test_load_states_checks_its_arguments(model):
+    cache = model.new_cache(num_slots=2)
+    good = [s[:1].clone() for s in cache.states]
+    with pytest.raises(ValueError, match="one tensor per layer"):
+        cache.load_states(ids(0), good[:1], 3)
+    with pytest.raises(ValueError, match=r"states\[0\] must have shape"):
+        cache.load_states(ids(0), [s[:, :1] for s in cache.states], 3)
+    with pytest.raises(RuntimeError, match="not a pool"):
+        model.new_cache().load_states(ids(0), good, 3)
+
+
+@torch.no_grad()
+def test_packed_prefill_with_checkpoints_into_slots(model):
+    """Two packed prompts into slots 3 and 1 (and a row without a slot) with checkpoints: each
+    sequence's checkpoints and final state are those of its prompt prefilled alone."""
+    torch.manual_seed(3)
+    a, b, c = (torch.randint(0, V, (n,)).tolist() for n in (70, 140, 9))
+    cache = model.new_cache(num_slots=4)
+    cache.checkpoint_every = 64
+    cache.use_slots(ids(3, 1, -1))
+    cu = torch.tensor([0, 70, 210, 219], dtype=torch.int32)
+    model(torch.tensor([a + b + c]), cache=cache, cu_seqlens=cu)
+    for n, (p, slot) in enumerate(((a, 3), (b, 1))):
+        dense = model.new_cache()
+        dense.checkpoint_every = 64
+        model(torch.tensor([p]), cache=dense)
+        for layer, (s, d) in enumerate(zip(cache.states, dense.states)):
+            torch.testing.assert_close(s[slot], d[0], rtol=1e-5, atol=1e-6)
+            J = dense.checkpoints[layer].shape[1]
+            torch.testing.assert_close(cache.checkpoints[layer][n, :J], dense.checkpoints[layer][0], rtol=1e-5, atol=1e-6)
+    for s in cache.states:  # the row without a slot kept nothing
+        assert s[0].abs().max() == 0 and s[2].abs().max() == 0
