@@ -16,6 +16,10 @@ decode step runs over all C slots at once (greedy), rows without a request maske
                  [C, H, max_len, D] per layer and one length per row; the prefill's keys are
                  copied into the row, the step writes at each row's length and attends to all
                  max_len positions with a mask (HF's StaticCache, one length per row).
+With --shared-prefix P every prompt starts with the same P tokens (a system prompt); with
+--prefix-cache TNL keeps the states after them from the first request's prefill (a checkpoint,
+``cache.checkpoint_every``) and seeds each later slot with them (``cache.load_states``), so its
+prefill runs over the rest of the prompt only (the Transformer prefills every prompt whole).
 The step (forward, cache update, argmax) is one CUDA graph on CUDA (--no-cuda-graphs: eager;
 --compile: torch.compile before capture), captured once per C and replayed while requests
 come and go. After every step the tokens are copied to the host, as a server streaming them
@@ -29,6 +33,7 @@ gap go into serving.json.
 
 GPU run (385M, bf16):
     python benchmarks/bench_serving.py --out benchmarks/results/h200
+Prefix caching (GPU): ... --slots 16,64 --shared-prefix 1024 --prefix-cache --check
 CPU smoke test:
     python benchmarks/bench_serving.py --device cpu --preset cpu-tiny --slots 1,4 \
         --prompt-lens 8,32 --output-lens 4,16 --check --out /tmp/serve
@@ -65,6 +70,11 @@ def get_args(argv=None):
     p.add_argument("--tie-gap", type=float, default=0.02,
                    help="--check: a divergence where the solo logits of the two tokens differ by less is a near-tie")
     p.add_argument("--max-seconds", type=float, default=240.0, help="wall-time budget; later runs are skipped")
+    p.add_argument("--shared-prefix", type=int, default=0,
+                   help="every prompt starts with the same P tokens (a system prompt) before its own --prompt-lens")
+    p.add_argument("--prefix-cache", action="store_true",
+                   help="TNL: keep the states after the shared prefix (checkpoints of the first prefill) and "
+                        "prefill only the rest of each later prompt from them (load_states)")
     add_runtime_args(p, graphs_help="the decode step as one CUDA graph (default on CUDA)",
                      compile_help="torch.compile the decode step before capture")
     return resolve_runtime(p.parse_args(argv))
@@ -78,8 +88,9 @@ def make_trace(n, args, vocab):
     arrivals = np.cumsum(g.exponential(1.0 / args.rate, n))
     arrivals -= arrivals[0]  # the first request arrives at 0
     gen = torch.Generator().manual_seed(args.seed)
+    prefix = torch.randint(0, vocab, (args.shared_prefix,), generator=gen)
     return [{"id": i, "arrival": float(arrivals[i]),
-             "prompt": torch.randint(0, vocab, (int(g.integers(lo_p, hi_p + 1)),), generator=gen),
+             "prompt": torch.cat([prefix, torch.randint(0, vocab, (int(g.integers(lo_p, hi_p + 1)),), generator=gen)]),
              "out_len": int(g.integers(lo_o, hi_o + 1))} for i in range(n)]
 
 
@@ -87,8 +98,10 @@ class Engine:
     """C request slots of one model; ``admit`` prefills a prompt into a slot, ``step`` decodes
     one token for every slot (rows without a request masked), tokens in ``self.tok [C]``."""
 
-    def __init__(self, model, kind, C, max_len, device, graph, compile_step):
+    def __init__(self, model, kind, C, max_len, device, graph, compile_step, prefix_len=0):
         self.model, self.kind, self.C, self.device = model, kind, C, device
+        # prefix caching (TNL): the states after the first prefix_len tokens, from the first prefill
+        self.prefix_len, self.prefix_states = prefix_len, None
         self.tok = torch.zeros(C, dtype=torch.long, device=device)
         self.rows = torch.full((C,), -1, dtype=torch.int32, device=device)  # slot of each row, -1: free
         self.one = torch.zeros(1, dtype=torch.int32, device=device)
@@ -138,7 +151,16 @@ class Engine:
             self.one.fill_(slot)
             self.cache.reset_slots(self.one)
             self.cache.use_slots(self.one)
+            P = self.prefix_len
+            if P and self.prefix_states is not None:  # a cached prefix: prefill the rest only
+                self.cache.load_states(self.one, self.prefix_states, P)
+                p = p[:, P:]
+            elif P:  # the first request: keep its state after the prefix (a checkpoint every P tokens)
+                self.cache.checkpoint_every = P
             logits = self.model(p, cache=self.cache, num_logits_to_keep=1).logits[:, -1]
+            if self.cache.checkpoint_every is not None:
+                self.prefix_states = [c[:, 0].clone() for c in self.cache.checkpoints]
+                self.cache.checkpoint_every, self.cache.checkpoints = None, [None] * self.cache.num_layers
         else:
             one = self.model.new_cache(1, p.shape[1])
             logits = self.model(p, cache=one, num_logits_to_keep=1).logits[:, -1]
@@ -273,10 +295,10 @@ def main(argv=None):
     info = env_info(device)
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     slots = [int(c) for c in args.slots.split(",")]
-    max_len = int(args.prompt_lens.split(",")[1]) + int(args.output_lens.split(",")[1])
+    max_len = args.shared_prefix + int(args.prompt_lens.split(",")[1]) + int(args.output_lens.split(",")[1])
     print(f"# serving: {info.get('gpu') or 'cpu'}, preset {args.preset}, slots {slots}, prompts {args.prompt_lens}, "
           f"outputs {args.output_lens}, rate {args.rate}/s, {args.dtype}, graphs {args.cuda_graphs}, "
-          f"compile {args.compile}", flush=True)
+          f"compile {args.compile}, shared prefix {args.shared_prefix}{' (cached, TNL)' if args.prefix_cache else ''}", flush=True)
     t_start, records, failed = time.perf_counter(), [], False
     for kind in models:
         model = build(kind, args, device)
@@ -288,7 +310,8 @@ def main(argv=None):
                 continue
             trace = make_trace(2 * C + 8, args, model.config.vocab_size)
             try:
-                engine = Engine(model, kind, C, max_len, device, args.cuda_graphs, args.compile)
+                engine = Engine(model, kind, C, max_len, device, args.cuda_graphs, args.compile,
+                                prefix_len=args.shared_prefix if args.prefix_cache and kind == "tnl" else 0)
                 if device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
                 reqs = serve(engine, trace, device)
