@@ -17,9 +17,11 @@ decode step runs over all C slots at once (greedy), rows without a request maske
                  copied into the row, the step writes at each row's length and attends to all
                  max_len positions with a mask (HF's StaticCache, one length per row).
 With --shared-prefix P every prompt starts with the same P tokens (a system prompt); with
---prefix-cache TNL keeps the states after them from the first request's prefill (a checkpoint,
-``cache.checkpoint_every``) and seeds each later slot with them (``cache.load_states``), so its
-prefill runs over the rest of the prompt only (the Transformer prefills every prompt whole).
+--prefix-cache both models reuse them and prefill the rest of each later prompt only: TNL keeps
+the states after them from the first request's prefill (a checkpoint, ``cache.checkpoint_every``)
+and seeds each later slot with them (``cache.load_states``, L x H x Dk x Dv floats whatever P);
+the Transformer keeps the prefix's keys and values (L x 2 x P x C) and copies them into each
+request's cache before its prefill.
 The step (forward, cache update, argmax) is one CUDA graph on CUDA (--no-cuda-graphs: eager;
 --compile: torch.compile before capture), captured once per C and replayed while requests
 come and go. After every step the tokens are copied to the host, as a server streaming them
@@ -73,8 +75,8 @@ def get_args(argv=None):
     p.add_argument("--shared-prefix", type=int, default=0,
                    help="every prompt starts with the same P tokens (a system prompt) before its own --prompt-lens")
     p.add_argument("--prefix-cache", action="store_true",
-                   help="TNL: keep the states after the shared prefix (checkpoints of the first prefill) and "
-                        "prefill only the rest of each later prompt from them (load_states)")
+                   help="keep the shared prefix's states (TNL: a checkpoint of the first prefill) or keys and "
+                        "values (Transformer) and prefill only the rest of each later prompt from them")
     add_runtime_args(p, graphs_help="the decode step as one CUDA graph (default on CUDA)",
                      compile_help="torch.compile the decode step before capture")
     return resolve_runtime(p.parse_args(argv))
@@ -100,7 +102,8 @@ class Engine:
 
     def __init__(self, model, kind, C, max_len, device, graph, compile_step, prefix_len=0):
         self.model, self.kind, self.C, self.device = model, kind, C, device
-        # prefix caching (TNL): the states after the first prefix_len tokens, from the first prefill
+        # prefix caching: after the first prefill, the states (TNL) or keys and values (Transformer)
+        # of its first prefix_len tokens
         self.prefix_len, self.prefix_states = prefix_len, None
         self.tok = torch.zeros(C, dtype=torch.long, device=device)
         self.rows = torch.full((C,), -1, dtype=torch.int32, device=device)  # slot of each row, -1: free
@@ -112,6 +115,9 @@ class Engine:
         self.fwd = torch.compile(model, dynamic=False) if compile_step else model
         self.graph = None
         self._warm_up(graph)
+
+    def prefix_bytes(self):
+        return sum(t.numel() * t.element_size() for t in self.prefix_states or [])
 
     def cache_bytes(self):
         c = self.cache
@@ -163,7 +169,16 @@ class Engine:
                 self.cache.checkpoint_every, self.cache.checkpoints = None, [None] * self.cache.num_layers
         else:
             one = self.model.new_cache(1, p.shape[1])
-            logits = self.model(p, cache=one, num_logits_to_keep=1).logits[:, -1]
+            P = self.prefix_len
+            if P and self.prefix_states is not None:  # a cached prefix: its keys and values, then the rest
+                for dst, src in zip(one.k + one.v, self.prefix_states):
+                    dst[:, :, :P] = src
+                one.length = P
+                logits = self.model(p[:, P:], cache=one, num_logits_to_keep=1).logits[:, -1]
+            else:
+                logits = self.model(p, cache=one, num_logits_to_keep=1).logits[:, -1]
+                if P:
+                    self.prefix_states = [t[:, :, :P].clone() for t in one.k + one.v]
             for dst, src in zip(self.cache.k + self.cache.v, one.k + one.v):
                 dst[slot, :, : p.shape[1]] = src[0]
             self.cache.length[slot] = p.shape[1]
@@ -298,7 +313,7 @@ def main(argv=None):
     max_len = args.shared_prefix + int(args.prompt_lens.split(",")[1]) + int(args.output_lens.split(",")[1])
     print(f"# serving: {info.get('gpu') or 'cpu'}, preset {args.preset}, slots {slots}, prompts {args.prompt_lens}, "
           f"outputs {args.output_lens}, rate {args.rate}/s, {args.dtype}, graphs {args.cuda_graphs}, "
-          f"compile {args.compile}, shared prefix {args.shared_prefix}{' (cached, TNL)' if args.prefix_cache else ''}", flush=True)
+          f"compile {args.compile}, shared prefix {args.shared_prefix}{' (cached)' if args.prefix_cache else ''}", flush=True)
     t_start, records, failed = time.perf_counter(), [], False
     for kind in models:
         model = build(kind, args, device)
@@ -311,7 +326,7 @@ def main(argv=None):
             trace = make_trace(2 * C + 8, args, model.config.vocab_size)
             try:
                 engine = Engine(model, kind, C, max_len, device, args.cuda_graphs, args.compile,
-                                prefix_len=args.shared_prefix if args.prefix_cache and kind == "tnl" else 0)
+                                prefix_len=args.shared_prefix if args.prefix_cache else 0)
                 if device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
                 reqs = serve(engine, trace, device)
@@ -320,7 +335,8 @@ def main(argv=None):
                 records.append(rec)
                 torch.cuda.empty_cache()
                 continue
-            rec.update(summarize(reqs), cache_mb=engine.cache_bytes() / 2**20)
+            rec.update(summarize(reqs), cache_mb=engine.cache_bytes() / 2**20,
+                       prefix_cache_mb=engine.prefix_bytes() / 2**20)
             if device.startswith("cuda"):
                 rec["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
             if args.check:
