@@ -29,9 +29,10 @@ would, and timestamped. tokens/s = generated tokens / time from the first arriva
 token; per-token latency = time between a request's consecutive tokens (p50/p99); TTFT = first
 token minus arrival. --check compares every request's tokens with greedy generation of that
 prompt alone (model.generate with temperature 0) and fails on a difference, except a near-tie:
-where the solo logits of the two tokens at the first differing position are within --tie-gap
-(bf16 GEMMs over C rows and over one row round differently). Each divergence's position and
-gap go into serving.json.
+where the solo logits of the two tokens at the first differing position are within --tie-ulps
+units in the last place of the logits' dtype at their magnitude (bf16 GEMMs over C rows and over
+one row round differently; a float32 model gets a correspondingly strict check). Each
+divergence's position, gap and gap in ulps go into serving.json.
 
 GPU run (385M, bf16):
     python benchmarks/bench_serving.py --out benchmarks/results/h200
@@ -68,9 +69,10 @@ def get_args(argv=None):
     p.add_argument("--output-lens", default="64,256", help="min,max generated tokens per request")
     p.add_argument("--rate", type=float, default=200.0, help="mean arrivals per second")
     p.add_argument("--check", action="store_true",
-                   help="tokens must equal greedy generation of each prompt alone, up to near-ties (--tie-gap)")
-    p.add_argument("--tie-gap", type=float, default=0.02,
-                   help="--check: a divergence where the solo logits of the two tokens differ by less is a near-tie")
+                   help="tokens must equal greedy generation of each prompt alone, up to near-ties (--tie-ulps)")
+    p.add_argument("--tie-ulps", type=float, default=4.0,
+                   help="--check: a divergence where the solo logits of the two tokens differ by at most this many "
+                        "ulps of the logits' dtype is a near-tie")
     p.add_argument("--max-seconds", type=float, default=240.0, help="wall-time budget; later runs are skipped")
     p.add_argument("--shared-prefix", type=int, default=0,
                    help="every prompt starts with the same P tokens (a system prompt) before its own --prompt-lens")
@@ -250,12 +252,13 @@ def summarize(reqs):
             "ttft_p50_ms": pct(ttft, 50), "ttft_p99_ms": pct(ttft, 99)}
 
 
-def check_tokens(model, kind, trace, reqs, device, tie_gap):
+def check_tokens(model, kind, trace, reqs, device, tie_ulps):
     """Every request's tokens against greedy generation of its prompt alone. Returns the
     divergences, each with its first differing position and the solo logits' gap there between
     the solo token and the served one (one teacher-forced forward over prompt + solo tokens). A
-    gap below ``tie_gap`` is a near-tie: a batch of C rows runs other GEMM tilings than one row,
-    and a low-precision model's argmax may flip where two logits are that close."""
+    gap of at most ``tie_ulps`` units in the last place of the logits' dtype (at the larger
+    logit's magnitude) is a near-tie: a batch of C rows runs other GEMM tilings than one row, and
+    a low-precision model's argmax may flip where two logits are that close."""
     from lightning_attn.generation import generate
     out = []
     for r in trace:
@@ -273,11 +276,15 @@ def check_tokens(model, kind, trace, reqs, device, tie_gap):
         if j < min(len(ref), len(got)):
             ids = torch.cat([p, torch.tensor(ref[:j], dtype=torch.long, device=device)])[None]
             with torch.no_grad():
-                logits = model(ids, num_logits_to_keep=1).logits[0, -1].float()
-            d["gap"] = float(logits[ref[j]] - logits[got[j]])
+                raw = model(ids, num_logits_to_keep=1).logits[0, -1]
+            logits = raw.float()
+            a, b = logits[ref[j]], logits[got[j]]
+            ulp = torch.finfo(raw.dtype).eps * 2.0 ** torch.floor(torch.log2(torch.maximum(a.abs(), b.abs()).clamp(min=1e-30)))
+            d["gap"] = float(a - b)
+            d["gap_ulps"] = float((a - b).abs() / ulp)
             top2 = logits.topk(2).values
             d["top2_gap"] = float(top2[0] - top2[1])
-            d["near_tie"] = abs(d["gap"]) < tie_gap
+            d["near_tie"] = d["gap_ulps"] <= tie_ulps
         out.append(d)
     return out
 
@@ -340,7 +347,7 @@ def main(argv=None):
             if device.startswith("cuda"):
                 rec["peak_mem_gb"] = torch.cuda.max_memory_allocated() / 2**30
             if args.check:
-                rec["divergences"] = check_tokens(model, kind, trace, reqs, device, args.tie_gap)
+                rec["divergences"] = check_tokens(model, kind, trace, reqs, device, args.tie_ulps)
                 rec["mismatched_requests"] = [d["id"] for d in rec["divergences"] if not d["near_tie"]]
                 rec["near_ties"] = [d["id"] for d in rec["divergences"] if d["near_tie"]]
                 failed |= bool(rec["mismatched_requests"])
