@@ -160,13 +160,14 @@ class Engine:
             self.cache.reset_slots(self.one)
             self.cache.use_slots(self.one)
             P = self.prefix_len
-            if P and self.prefix_states is not None:  # a cached prefix: prefill the rest only
+            keep = P and self.prefix_states is None  # the first request: keep its state after the prefix
+            if P and not keep:  # a cached prefix: prefill the rest only
                 self.cache.load_states(self.one, self.prefix_states, P)
                 p = p[:, P:]
-            elif P:  # the first request: keep its state after the prefix (a checkpoint every P tokens)
+            if keep:  # a checkpoint every P tokens; the first one is the prefix's
                 self.cache.checkpoint_every = P
             logits = self.model(p, cache=self.cache, num_logits_to_keep=1).logits[:, -1]
-            if self.cache.checkpoint_every is not None:
+            if keep:
                 self.prefix_states = [c[:, 0].clone() for c in self.cache.checkpoints]
                 self.cache.checkpoint_every, self.cache.checkpoints = None, [None] * self.cache.num_layers
         else:

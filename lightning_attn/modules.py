@@ -194,7 +194,6 @@ class SGLU(nn.Module):
 
     def __init__(self, d_model: int, glu_dim: int):
         super().__init__()
-        self.glu_dim = glu_dim
         self.vu_proj = nn.Linear(d_model, 2 * glu_dim, bias=False)
         self.o_proj = nn.Linear(glu_dim, d_model, bias=False)
         self._register_load_state_dict_pre_hook(self._join_vu)

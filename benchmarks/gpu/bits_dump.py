@@ -34,6 +34,12 @@ def checksum(t):
     return [plain, weighted, finite]
 
 
+def packed_cu_seqlens(T):
+    """Four packed sequences of seeded lengths summing to T."""
+    cut = sorted(torch.randint(1, T, (3,), generator=torch.Generator().manual_seed(T)).tolist())
+    return torch.tensor([0] + cut + [T], device=dev, dtype=torch.int32)
+
+
 # (B, T, H, Dk, Dv, dtype, varlen, state): the kernel table's shapes (65,536 tokens per call),
 # B = 1 at 1M, and the other paths (fp32, fp16, varlen, odd dims, states).
 CALLS = [(64, 1024, 16, 128, 128, torch.bfloat16, False, False), (16, 4096, 16, 128, 128, torch.bfloat16, False, True),
@@ -54,10 +60,7 @@ for portable, (B, T, H, Dk, Dv, dt, varlen, state) in [(False, c) for c in CALLS
     rnd = lambda *s, dtype=dt: torch.randn(*s, device=dev, dtype=dtype, generator=g)
     q, k, v = rnd(B, T, H, Dk) * Dk ** -0.5, rnd(B, T, H, Dk) * Dk ** -0.5, rnd(B, T, H, Dv)
     slope = torch.rand(H, device=dev, generator=g) * 0.2 + 0.001
-    cu = None
-    if varlen:
-        cut = sorted(torch.randint(1, T, (3,), generator=torch.Generator().manual_seed(T)).tolist())
-        cu = torch.tensor([0] + cut + [T], device=dev, dtype=torch.int32)
+    cu = packed_cu_seqlens(T) if varlen else None
     N = B if cu is None else cu.numel() - 1
     h0 = rnd(N, H, Dk, Dv, dtype=torch.float32) * 0.1 if state else None
     do = rnd(B, T, H, Dv)
@@ -89,11 +92,8 @@ for (B, T, H, Dk, Dv, dt, varlen, every, portable) in CKPT_CALLS if hasattr(torc
     g = torch.Generator(device=dev).manual_seed(B * 7919 + T * 31 + Dk * 3 + Dv + every)
     q, k, v = (torch.randn(B, T, H, D, device=dev, dtype=dt, generator=g) * s for D, s in ((Dk, Dk ** -0.5), (Dk, Dk ** -0.5), (Dv, 1)))
     slope = torch.rand(H, device=dev, generator=g) * 0.2 + 0.001
-    cu, lens = None, [T] * B
-    if varlen:
-        cut = sorted(torch.randint(1, T, (3,), generator=torch.Generator().manual_seed(T)).tolist())
-        cu = torch.tensor([0] + cut + [T], device=dev, dtype=torch.int32)
-        lens = (cu[1:] - cu[:-1]).tolist()
+    cu = packed_cu_seqlens(T) if varlen else None
+    lens = [T] * B if cu is None else (cu[1:] - cu[:-1]).tolist()
     h0 = torch.randn(len(lens), H, Dk, Dv, device=dev, generator=g) * 0.1 if varlen else None
     J = -(-max(lens) // every)
     with la.kernel_options(hopper=not portable):
