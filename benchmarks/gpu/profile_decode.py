@@ -1,9 +1,17 @@
-"""Where a decode step's time goes: torch.profiler over a few eager and static-cache steps of
-the Transformer baseline and TNL (385M), top ops by CUDA and CPU time. Diagnostic, GPU only:
-    python benchmarks/gpu/profile_decode.py [--models transformer,tnl] [--steps 10]
+"""Where a decode step's time goes (385M, prompt 512, bf16), for the Transformer baseline and TNL.
+
+For each model and batch size: torch.profiler over compiled decode steps run without a graph
+(the kernels a graph would replay), grouped by kind (GEMM, lightning_attn, inductor-fused,
+other), with the kernel count per step and the sum of kernel times; then the same step
+captured as a CUDA graph and timed with CUDA events. Graph time minus kernel time is what the
+kernels leave idle between them; the kernel rows say what a fusion would remove.
+Diagnostic, GPU only:
+    python benchmarks/gpu/profile_decode.py [--models tnl,transformer] [--batch-sizes 1,16] [--out DIR]
 """
 import argparse
+import json
 import sys
+from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -15,31 +23,114 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import bench_generation as bg  # noqa: E402
 
 
+def kernel_kind(name: str) -> str:
+    n = name.lower()
+    if "lightning" in n or "decode" in n or "srms" in n:
+        return "lightning_attn"
+    if any(s in n for s in ("gemm", "gemv", "nvjet", "xmma", "cutlass", "splitk")):
+        return "gemm"
+    if n.startswith("triton"):
+        return "inductor"
+    return "other"
+
+
+def make_step(model, kind, B, device, steps):
+    """A compiled decode step on fixed buffers (as bench_generation's graphed path)."""
+    prompts = torch.randint(0, 50257, (B, 512), device=device)
+    cache = bg.new_cache(model, kind, B, 512 + 3 * steps + 64)
+    tok = model(prompts, cache=cache, num_logits_to_keep=1).logits[:, -1].argmax(-1)
+    if kind == "tnl":
+        offset = cache.offset.clone()
+    else:
+        cache.make_static()
+    fwd = torch.compile(model, dynamic=False)
+
+    def step():
+        if kind == "tnl":
+            cache.offset = offset
+        nxt = fwd(tok[:, None], cache=cache).logits[:, -1].argmax(dim=-1)
+        if kind == "tnl":
+            offset.copy_(cache.offset)
+        tok.copy_(nxt)
+
+    return step
+
+
+@torch.no_grad()
+def measure(kind, B, args, steps):
+    model = bg.build(kind, args, "cuda")
+    step = make_step(model, kind, B, "cuda", steps)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step()  # compile and warm up
+    torch.cuda.current_stream().wait_stream(side)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    by_kind, by_name = defaultdict(lambda: [0, 0.0]), defaultdict(lambda: [0, 0.0])
+    for e in kernels:
+        us = e.time_range.elapsed_us()
+        for table, key in ((by_kind, kernel_kind(e.name)), (by_name, e.name[:90])):
+            table[key][0] += 1
+            table[key][1] += us
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    for _ in range(5):
+        graph.replay()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    n = 100
+    start.record()
+    for _ in range(n):
+        graph.replay()
+    end.record()
+    torch.cuda.synchronize()
+    graph_ms = start.elapsed_time(end) / n
+    per_step = lambda v: [v[0] / steps, v[1] / steps / 1e3]  # noqa: E731  (count, ms)
+    row = {"model": kind, "batch": B, "graph_ms_per_step": graph_ms,
+           "kernels_per_step": len(kernels) / steps,
+           "kernel_ms_per_step": sum(v[1] for v in by_kind.values()) / steps / 1e3,
+           "by_kind": {k: per_step(v) for k, v in sorted(by_kind.items())},
+           "top_kernels": [[k] + per_step(v) for k, v in sorted(by_name.items(), key=lambda kv: -kv[1][1])[:25]]}
+    del model, graph
+    torch.cuda.empty_cache()
+    return row
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="transformer,tnl")
+    ap.add_argument("--models", default="tnl,transformer")
+    ap.add_argument("--batch-sizes", default="1,16")
     ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--out", default=None)
     a = ap.parse_args()
     args = bg.get_args(["--device", "cuda"])
-    prompts = torch.randint(0, 50257, (a.batch, 512), device="cuda")
+    rows = []
     for kind in a.models.split(","):
-        model = bg.build(kind, args, "cuda")
-        with torch.no_grad():
-            cache = bg.new_cache(model, kind, a.batch, 512 + 2 * a.steps + 8)
-            tok = model(prompts, cache=cache, num_logits_to_keep=1).logits[:, -1].argmax(-1)
-            for _ in range(3):
-                tok = model(tok[:, None], cache=cache).logits[:, -1].argmax(-1)
-            torch.cuda.synchronize()
-            with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-                for _ in range(a.steps):
-                    tok = model(tok[:, None], cache=cache).logits[:, -1].argmax(-1)
-                torch.cuda.synchronize()
-        print(f"==== {kind} eager decode, B={a.batch}, {a.steps} steps")
-        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=60))
-        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=8, max_name_column_width=60))
-        del model
-        torch.cuda.empty_cache()
+        for B in (int(b) for b in a.batch_sizes.split(",")):
+            row = measure(kind, B, args, a.steps)
+            rows.append(row)
+            print(f"==== {kind} B={B}: graph {row['graph_ms_per_step']:.3f} ms/step, "
+                  f"{row['kernels_per_step']:.0f} kernels, {row['kernel_ms_per_step']:.3f} ms in kernels", flush=True)
+            for k, (c, ms) in row["by_kind"].items():
+                print(f"   {k:15s} {c:6.0f} kernels {ms:7.3f} ms")
+            for name, c, ms in row["top_kernels"][:12]:
+                print(f"   {ms * 1e3:8.1f} us {c:5.0f}x  {name}")
+    if a.out:
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        info = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "command": " ".join(sys.argv)}
+        json.dump({"env": info, "rows": rows}, open(Path(a.out) / "profile_decode.json", "w"), indent=1)
+    print("| model | B | graph ms/step | kernels/step | kernel ms/step | gemm ms | lightning_attn ms | inductor ms | other ms |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        k = lambda n: r["by_kind"].get(n, [0, 0.0])[1]  # noqa: E731
+        print(f"| {r['model']} | {r['batch']} | {r['graph_ms_per_step']:.3f} | {r['kernels_per_step']:.0f} | "
+              f"{r['kernel_ms_per_step']:.3f} | {k('gemm'):.3f} | {k('lightning_attn'):.3f} | {k('inductor'):.3f} | {k('other'):.3f} |")
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@
 #   PHASES="bits ab tests" (default) | "check sanitize" (sm90_check --no-timing, compute-sanitizer)
 #   | "arch80": a copy built for sm_80 only must refuse this GPU with the error naming the archs
 #   | "ckpt" (bench_prefill_checkpoints.py) | "edge" (tests/test_cuda_edge_cases.py) | "dtok" (bench_decode_tokens.py) | "gen" (bench_generation.py under A and B, TNL decode) | "serve" (bench_serving.py --check) | "diag" (diag_segv.py)
+#   | "prof" (profile_decode.py: where a compiled decode step's time goes, both models)
 # Both trees build for sm_90a only (LIGHTNING_ATTN_CUDA_ARCHS), the old tree's default.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -93,6 +94,9 @@ PY
     dtok)
       PYTHONPATH=$PWD timeout 120 python3 benchmarks/gpu/bench_decode_tokens.py --out "$OUT/decode_tokens.json" > "$OUT/decode_tokens.txt" 2>&1
       stamp "decode_tokens rc=$?"; tail -12 "$OUT/decode_tokens.txt" ;;
+    prof)
+      PYTHONPATH=$PWD timeout ${PROF_TIMEOUT:-200} python3 benchmarks/gpu/profile_decode.py --out "$OUT" > "$OUT/profile_decode.txt" 2>&1
+      stamp "profile_decode rc=$?"; tail -7 "$OUT/profile_decode.txt" ;;
     diag)
       PYTHONPATH=$PWD timeout 60 python3 benchmarks/gpu/diag_segv.py 2>&1 | tee "$OUT/diag.txt" | cut -c1-200 ;;
     gen)
