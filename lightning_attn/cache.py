@@ -153,6 +153,26 @@ class TNLCache:
             return self.offset
         return self.offset.index_select(0, self.slot_ids.clamp(min=0).long())
 
+    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor, slope: Optional[Tensor],
+               cu_seqlens: Optional[Tensor]) -> Tensor:
+        """One layer's attention from and into this cache: q, k ``[B, T, H, Dk]``, v ``[B, T, H, Dv]``
+        -> o like v. Recorded draft or verify tokens while speculating; pool rows in pool mode;
+        otherwise the layer's state (None: an empty cache), replaced by the final state. T == 1
+        with a state is one decode step, in place; with ``checkpoint_every`` a prefill keeps
+        checkpoints."""
+        if self.speculating:
+            return self.speculative_attend(layer, q, k, v, slope)
+        if self.is_pool:
+            return self.attend_pool(layer, q, k, v, slope, cu_seqlens)
+        state = self.states[layer]  # float32 [N, H, Dk, Dv] or None
+        if state is not None and q.shape[1] == 1 and cu_seqlens is None:
+            return lightning_attn_decode(q[:, 0], k[:, 0], v[:, 0], state, slope)[:, None]
+        if self.checkpoint_every is not None:
+            return self.prefill_with_checkpoints(layer, q, k, v, slope, cu_seqlens)
+        o, self.states[layer] = lightning_attn_func(q, k, v, slope=slope, initial_state=state,
+                                                    output_final_state=True, cu_seqlens=cu_seqlens)
+        return o
+
     def attend_pool(self, layer: int, q: Tensor, k: Tensor, v: Tensor, slope: Optional[Tensor],
                     cu_seqlens: Optional[Tensor]) -> Tensor:
         """Pool mode attention of one layer: q, k ``[B, T, H, Dk]``, v ``[B, T, H, Dv]`` -> o like v.

@@ -144,8 +144,8 @@ class GatedLinearAttention(nn.Module):
     def forward(self, x: Tensor, positions: Tensor, cu_seqlens: Optional[Tensor] = None, cache=None) -> Tensor:
         """x ``[B, T, C]``, positions ``[B or 1, T]`` -> ``[B, T, C]``.
 
-        cache: a ``TNLCache``; its state for this layer (float32 ``[N, H, Dk, Dv]``) is the initial
-        state and is replaced by the final state. T == 1 with a state takes the decode op.
+        cache: a ``TNLCache``; it runs this layer's attention from and into its state for the
+        layer (``TNLCache.attend``: decode step, prefill, pool rows or speculation).
         """
         B, T, C = x.shape
         H, D = self.num_heads, self.head_dim
@@ -156,7 +156,7 @@ class GatedLinearAttention(nn.Module):
         if self.lrpe is not None:
             q, k = self.lrpe(q, positions), self.lrpe(k, positions)  # [B, T, H, 2D]
         if cache is not None:
-            o = self._attend_cached(q, k, v, cu_seqlens, cache)
+            o = cache.attend(self.layer_idx, q, k, v, self.slope, cu_seqlens)
         elif self.sp_group is not None:
             from .distributed import sequence_parallel_attn
             o, _ = sequence_parallel_attn(q, k, v, slope=self.slope, scale=1.0, group=self.sp_group,
@@ -165,24 +165,6 @@ class GatedLinearAttention(nn.Module):
             o, _ = lightning_attn_func(q, k, v, slope=self.slope, scale=1.0, cu_seqlens=cu_seqlens)
         o = srms_norm(o.reshape(B, T, C), self.norm_eps)  # norm over the full hidden size
         return self.out_proj(u * o)
-
-    def _attend_cached(self, q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Optional[Tensor], cache) -> Tensor:
-        if cache.speculating:  # draft or verify tokens, kept or dropped later by cache.accept
-            return cache.speculative_attend(self.layer_idx, q, k, v, self.slope)
-        if cache.is_pool:  # rows of a state pool, chosen by cache.slot_ids
-            return cache.attend_pool(self.layer_idx, q, k, v, self.slope, cu_seqlens)
-        state = cache.states[self.layer_idx]  # float32 [N, H, Dk, Dv] or None (empty cache)
-        if state is not None and q.shape[1] == 1 and cu_seqlens is None:
-            # one decoding step for the whole batch, state updated in place
-            o = lightning_attn_decode(q[:, 0], k[:, 0], v[:, 0], state, slope=self.slope, scale=1.0)
-            return o[:, None]  # [B, 1, H, D]
-        if cache.checkpoint_every is not None:  # a prefill that keeps states for prefix caching
-            return cache.prefill_with_checkpoints(self.layer_idx, q, k, v, self.slope, cu_seqlens)
-        o, final_state = lightning_attn_func(q, k, v, slope=self.slope, scale=1.0, initial_state=state,
-                                             output_final_state=True, cu_seqlens=cu_seqlens)
-        cache.states[self.layer_idx] = final_state
-        return o
-
 
 class SGLU(nn.Module):
     """TNL's channel mixer, a GLU without activation: ``(x W_v * x W_u) W_o``. x ``[..., C]``.
