@@ -6,7 +6,8 @@ other), with the kernel count per step and the sum of kernel times; then the sam
 captured as a CUDA graph and timed with CUDA events. Graph time minus kernel time is what the
 kernels leave idle between them; the kernel rows say what a fusion would remove.
 Diagnostic, GPU only:
-    python benchmarks/gpu/profile_decode.py [--models tnl,transformer] [--batch-sizes 1,16] [--out DIR]
+    python benchmarks/gpu/profile_decode.py [--models tnl,transformer] [--batch-sizes 1,16]
+        [--compile-mode max-autotune-no-cudagraphs] [--out DIR]
 """
 import argparse
 import json
@@ -34,7 +35,7 @@ def kernel_kind(name: str) -> str:
     return "other"
 
 
-def make_step(model, kind, B, device, steps):
+def make_step(model, kind, B, device, steps, mode=None):
     """A compiled decode step on fixed buffers (as bench_generation's graphed path)."""
     prompts = torch.randint(0, 50257, (B, 512), device=device)
     cache = bg.new_cache(model, kind, B, 512 + 3 * steps + 64)
@@ -43,7 +44,7 @@ def make_step(model, kind, B, device, steps):
         offset = cache.offset.clone()
     else:
         cache.make_static()
-    fwd = torch.compile(model, dynamic=False)
+    fwd = torch.compile(model, dynamic=False, mode=mode)
 
     def step():
         if kind == "tnl":
@@ -57,9 +58,9 @@ def make_step(model, kind, B, device, steps):
 
 
 @torch.no_grad()
-def measure(kind, B, args, steps):
+def measure(kind, B, args, steps, mode=None):
     model = bg.build(kind, args, "cuda")
-    step = make_step(model, kind, B, "cuda", steps)
+    step = make_step(model, kind, B, "cuda", steps, mode)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -92,7 +93,7 @@ def measure(kind, B, args, steps):
     torch.cuda.synchronize()
     graph_ms = start.elapsed_time(end) / n
     per_step = lambda v: [v[0] / steps, v[1] / steps / 1e3]  # noqa: E731  (count, ms)
-    row = {"model": kind, "batch": B, "graph_ms_per_step": graph_ms,
+    row = {"model": kind, "batch": B, "compile_mode": mode or "default", "graph_ms_per_step": graph_ms,
            "kernels_per_step": len(kernels) / steps,
            "kernel_ms_per_step": sum(v[1] for v in by_kind.values()) / steps / 1e3,
            "by_kind": {k: per_step(v) for k, v in sorted(by_kind.items())},
@@ -107,15 +108,17 @@ def main():
     ap.add_argument("--models", default="tnl,transformer")
     ap.add_argument("--batch-sizes", default="1,16")
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--compile-mode", default=None,
+                    help="torch.compile mode, e.g. max-autotune-no-cudagraphs (Triton GEMMs with fused epilogues)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     args = bg.get_args(["--device", "cuda"])
     rows = []
     for kind in a.models.split(","):
         for B in (int(b) for b in a.batch_sizes.split(",")):
-            row = measure(kind, B, args, a.steps)
+            row = measure(kind, B, args, a.steps, a.compile_mode)
             rows.append(row)
-            print(f"==== {kind} B={B}: graph {row['graph_ms_per_step']:.3f} ms/step, "
+            print(f"==== {kind} B={B} ({a.compile_mode or 'default'}): graph {row['graph_ms_per_step']:.3f} ms/step, "
                   f"{row['kernels_per_step']:.0f} kernels, {row['kernel_ms_per_step']:.3f} ms in kernels", flush=True)
             for k, (c, ms) in row["by_kind"].items():
                 print(f"   {k:15s} {c:6.0f} kernels {ms:7.3f} ms")
@@ -124,7 +127,9 @@ def main():
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         info = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__, "command": " ".join(sys.argv)}
-        json.dump({"env": info, "rows": rows}, open(Path(a.out) / "profile_decode.json", "w"), indent=1)
+        name = "profile_decode" + (f"_{a.compile_mode}" if a.compile_mode else "") + ".json"
+        json.dump({"env": info, "rows": rows}, open(Path(a.out) / name, "w"), indent=1)
+    print(f"compile mode: {a.compile_mode or 'default'}")
     print("| model | B | graph ms/step | kernels/step | kernel ms/step | gemm ms | lightning_attn ms | inductor ms | other ms |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:

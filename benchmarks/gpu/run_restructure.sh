@@ -96,7 +96,10 @@ PY
       stamp "decode_tokens rc=$?"; tail -12 "$OUT/decode_tokens.txt" ;;
     prof)
       PYTHONPATH=$PWD timeout ${PROF_TIMEOUT:-200} python3 benchmarks/gpu/profile_decode.py --out "$OUT" > "$OUT/profile_decode.txt" 2>&1
-      stamp "profile_decode rc=$?"; tail -7 "$OUT/profile_decode.txt" ;;
+      stamp "profile_decode rc=$?"; tail -7 "$OUT/profile_decode.txt"
+      PYTHONPATH=$PWD timeout ${PROF_TIMEOUT:-200} python3 benchmarks/gpu/profile_decode.py --models tnl \
+        --compile-mode max-autotune-no-cudagraphs --out "$OUT" > "$OUT/profile_decode_autotune.txt" 2>&1
+      stamp "profile_decode max-autotune rc=$?"; tail -5 "$OUT/profile_decode_autotune.txt" ;;
     diag)
       PYTHONPATH=$PWD timeout 60 python3 benchmarks/gpu/diag_segv.py 2>&1 | tee "$OUT/diag.txt" | cut -c1-200 ;;
     gen)
@@ -116,7 +119,7 @@ PY
       stamp "edge rc=$rc" ;;
   esac
 done
-(cd "$OUT" && tar czf logs.tgz --exclude=logs.tgz *.log *.txt *.json 2>/dev/null && rm -f *.log)
+(cd "$OUT" && tar czf logs.tgz --exclude=logs.tgz *.log *.txt *.json 2>/dev/null && rm -f *.log bits_[AB].json)
 echo "==== summary"
 cat "$OUT/gpu.txt"
 [ -f "$OUT/bits_compare.txt" ] && head -20 "$OUT/bits_compare.txt"
