@@ -150,6 +150,20 @@ def generate_eager(model, kind, prompts, n_new, device, mem_every=0):
     return out, {"prefill_s": prefill_s, "decode_s": decode_s, "cache_bytes": cache_bytes(cache, kind), "mem_trace": trace}
 
 
+def fixed_buffer_step(fwd, kind, cache, tok, offset=None):
+    """One greedy decode step on fixed buffers, for graph capture: feeds ``tok [B]`` through
+    ``fwd`` (the model or its compiled form) and writes the next tokens back into ``tok``. TNL:
+    the cache's offset is a new tensor after every forward, so it is copied into ``offset``."""
+    def step():
+        if kind == "tnl":
+            cache.offset = offset
+        nxt = fwd(tok[:, None], cache=cache).logits[:, -1].argmax(dim=-1)
+        if kind == "tnl":
+            offset.copy_(cache.offset)
+        tok.copy_(nxt)
+    return step
+
+
 @torch.no_grad()
 def generate_graphed(model, kind, prompts, n_new, device, capture=True, compile_step=False):
     """Greedy generation with the decode step (forward, cache update, argmax) as one CUDA graph.
@@ -182,13 +196,7 @@ def generate_graphed(model, kind, prompts, n_new, device, capture=True, compile_
 
     fwd = torch.compile(model, dynamic=False) if compile_step else model
 
-    def step():
-        if kind == "tnl":
-            cache.offset = offset
-        nxt = fwd(tok[:, None], cache=cache).logits[:, -1].argmax(dim=-1)
-        if kind == "tnl":
-            offset.copy_(cache.offset)
-        tok.copy_(nxt)
+    step = fixed_buffer_step(fwd, kind, cache, tok, offset if kind == "tnl" else None)
 
     def restore():
         if kind == "tnl":

@@ -40,21 +40,10 @@ def make_step(model, kind, B, device, steps, mode=None):
     prompts = torch.randint(0, 50257, (B, 512), device=device)
     cache = bg.new_cache(model, kind, B, 512 + 3 * steps + 64)
     tok = model(prompts, cache=cache, num_logits_to_keep=1).logits[:, -1].argmax(-1)
-    if kind == "tnl":
-        offset = cache.offset.clone()
-    else:
+    offset = cache.offset.clone() if kind == "tnl" else None
+    if kind != "tnl":
         cache.make_static()
-    fwd = torch.compile(model, dynamic=False, mode=mode)
-
-    def step():
-        if kind == "tnl":
-            cache.offset = offset
-        nxt = fwd(tok[:, None], cache=cache).logits[:, -1].argmax(dim=-1)
-        if kind == "tnl":
-            offset.copy_(cache.offset)
-        tok.copy_(nxt)
-
-    return step
+    return bg.fixed_buffer_step(torch.compile(model, dynamic=False, mode=mode), kind, cache, tok, offset)
 
 
 @torch.no_grad()
