@@ -35,10 +35,14 @@ def kernel_kind(name: str) -> str:
     return "other"
 
 
-def make_step(model, kind, B, device, steps, mode=None):
-    """A compiled decode step on fixed buffers (as bench_generation's graphed path)."""
+WARMUP, REPLAYS = 3, 100
+
+
+def make_step(model, kind, B, device, n_steps, mode=None):
+    """A compiled decode step on fixed buffers (as bench_generation's graphed path); the cache
+    holds the prompt and all n_steps tokens (the Transformer's static KV cache has no room past it)."""
     prompts = torch.randint(0, 50257, (B, 512), device=device)
-    cache = bg.new_cache(model, kind, B, 512 + 3 * steps + 64)
+    cache = bg.new_cache(model, kind, B, 512 + n_steps)
     tok = model(prompts, cache=cache, num_logits_to_keep=1).logits[:, -1].argmax(-1)
     offset = cache.offset.clone() if kind == "tnl" else None
     if kind != "tnl":
@@ -49,11 +53,12 @@ def make_step(model, kind, B, device, steps, mode=None):
 @torch.no_grad()
 def measure(kind, B, args, steps, mode=None):
     model = bg.build(kind, args, "cuda")
-    step = make_step(model, kind, B, "cuda", steps, mode)
+    # every step advances the cache: warm-up, profiled, capture, 5 warm replays, timed replays
+    step = make_step(model, kind, B, "cuda", WARMUP + steps + 1 + 5 + REPLAYS, mode)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for _ in range(3):
+        for _ in range(WARMUP):
             step()  # compile and warm up
     torch.cuda.current_stream().wait_stream(side)
     torch.cuda.synchronize()
@@ -74,7 +79,7 @@ def measure(kind, B, args, steps, mode=None):
     for _ in range(5):
         graph.replay()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    n = 100
+    n = REPLAYS
     start.record()
     for _ in range(n):
         graph.replay()
