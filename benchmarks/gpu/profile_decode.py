@@ -44,8 +44,10 @@ def make_step(model, kind, B, device, n_steps, mode=None):
     prompts = torch.randint(0, 50257, (B, 512), device=device)
     cache = bg.new_cache(model, kind, B, 512 + n_steps)
     tok = model(prompts, cache=cache, num_logits_to_keep=1).logits[:, -1].argmax(-1)
-    offset = cache.offset.clone() if kind == "tnl" else None
-    if kind != "tnl":
+    offset = None
+    if kind == "tnl":
+        offset = cache.offset.clone()
+    else:
         cache.make_static()
     return bg.fixed_buffer_step(torch.compile(model, dynamic=False, mode=mode), kind, cache, tok, offset)
 
@@ -53,8 +55,9 @@ def make_step(model, kind, B, device, n_steps, mode=None):
 @torch.no_grad()
 def measure(kind, B, args, steps, mode=None):
     model = bg.build(kind, args, "cuda")
-    # every step advances the cache: warm-up, profiled, capture, 5 warm replays, timed replays
-    step = make_step(model, kind, B, "cuda", WARMUP + steps + 1 + 5 + REPLAYS, mode)
+    # every run of the step advances the cache: warm-up, profiled, 5 warm replays, timed replays
+    # (the capture records without running)
+    step = make_step(model, kind, B, "cuda", WARMUP + steps + 5 + REPLAYS, mode)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
