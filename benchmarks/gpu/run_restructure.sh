@@ -6,7 +6,8 @@
 #   PHASES="bits ab tests" (default) | "check sanitize" (sm90_check --no-timing, compute-sanitizer)
 #   | "arch80": a copy built for sm_80 only must refuse this GPU with the error naming the archs
 #   | "ckpt" (bench_prefill_checkpoints.py) | "edge" (tests/test_cuda_edge_cases.py) | "dtok" (bench_decode_tokens.py) | "gen" (bench_generation.py under A and B, TNL decode) | "serve" (bench_serving.py --check) | "diag" (diag_segv.py)
-#   | "prof" (profile_decode.py: where a compiled decode step's time goes, both models)
+#   | "prof" (profile_decode.py: where a compiled decode step's time goes, both models; PROF_ARGS: its
+#     arguments instead, and no max-autotune run) ; TESTS: the pytest paths of "tests" (default tests)
 # Both trees build for sm_90a only (LIGHTNING_ATTN_CUDA_ARCHS), the old tree's default.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}
@@ -18,7 +19,7 @@ export LIGHTNING_ATTN_CUDA_ARCHS=${LIGHTNING_ATTN_CUDA_ARCHS:-90a}
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv > "$OUT/gpu.txt"
 # The old tree only where a phase compares against it.
 case " ${PHASES:-bits ab tests} " in
-  *" bits "*|*" ab "*|*" gen "*) (cd _ab_old && MAX_JOBS=8 python3 setup.py build_ext --inplace > "$OUT/build_A.log" 2>&1) & PA=$! ;;
+  *" bits "*|*" ab "*|*" gen "*|*" dtok "*) (cd _ab_old && MAX_JOBS=8 python3 setup.py build_ext --inplace > "$OUT/build_A.log" 2>&1) & PA=$! ;;
   *) (true) & PA=$! ;;
 esac
 MAX_JOBS=8 python3 setup.py build_ext --inplace > "$OUT/build_B.log" 2>&1; RB=$?
@@ -53,7 +54,8 @@ PY
       timeout ${AB_TIMEOUT:-330} bash benchmarks/gpu/run_ab.sh > "$OUT/ab_table.txt" 2>&1; tail -18 "$OUT/ab_table.txt"
       stamp "ab rc=$?" ;;
     tests)
-      PYTHONPATH=$PWD timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -rf -p no:cacheprovider tests \
+      # shellcheck disable=SC2086
+      PYTHONPATH=$PWD timeout ${TEST_TIMEOUT:-240} python3 -m pytest -q -rf -p no:cacheprovider ${TESTS:-tests} \
         > "$OUT/tests_cuda.log" 2>&1
       rc=$?
       # a crash: the faulthandler's stack names the test
@@ -92,12 +94,17 @@ except RuntimeError as e:
 PY
       stamp "arch80" ;;
     dtok)
-      PYTHONPATH=$PWD timeout 120 python3 benchmarks/gpu/bench_decode_tokens.py --out "$OUT/decode_tokens.json" > "$OUT/decode_tokens.txt" 2>&1
-      stamp "decode_tokens rc=$?"; tail -12 "$OUT/decode_tokens.txt" ;;
+      # under A (the old tree) and B, A's table first
+      for t in A B; do
+        dir=$([ $t = A ] && echo _ab_old || echo .)
+        PYTHONPATH=$(cd $dir && pwd) timeout 120 python3 benchmarks/gpu/bench_decode_tokens.py --out "$OUT/decode_tokens_$t.json" > "$OUT/decode_tokens_$t.txt" 2>&1
+        stamp "decode_tokens $t rc=$?"; tail -12 "$OUT/decode_tokens_$t.txt"
+      done ;;
     prof)
-      PYTHONPATH=$PWD timeout ${PROF_TIMEOUT:-200} python3 benchmarks/gpu/profile_decode.py --out "$OUT" > "$OUT/profile_decode.txt" 2>&1
+      # shellcheck disable=SC2086
+      PYTHONPATH=$PWD timeout ${PROF_TIMEOUT:-200} python3 benchmarks/gpu/profile_decode.py ${PROF_ARGS:-} --out "$OUT" > "$OUT/profile_decode.txt" 2>&1
       stamp "profile_decode rc=$?"; tail -7 "$OUT/profile_decode.txt"
-      PYTHONPATH=$PWD timeout ${PROF_TIMEOUT:-200} python3 benchmarks/gpu/profile_decode.py --models tnl \
+      [ -n "${PROF_ARGS:-}" ] || PYTHONPATH=$PWD timeout ${PROF_TIMEOUT:-200} python3 benchmarks/gpu/profile_decode.py --models tnl \
         --compile-mode max-autotune-no-cudagraphs --out "$OUT" > "$OUT/profile_decode_autotune.txt" 2>&1
       stamp "profile_decode max-autotune rc=$?"; tail -5 "$OUT/profile_decode_autotune.txt" ;;
     diag)

@@ -61,6 +61,20 @@ with torch.no_grad():
                                                      torch.randn(N, 2, Dk, Dv, device=dev), c, False, every, 5)
 state = torch.randn(4, 2, 128, 100, device=dev)
 la.lightning_attn_decode(*(torch.randn(4, 2, D, device=dev) for D in (128, 128, 100)), state, torch.rand(2, device=dev))
+# K tokens per sequence: float4 rows with full and partial column slices (Dv = 128, 100, Dk = 256),
+# scalar rows (Dv = 50), accepted counts, returned states, pool rows with a skipped sequence
+with torch.no_grad():
+    for (B, K, Dk, Dv) in [(1, 1, 128, 128), (16, 1, 128, 128), (3, 5, 128, 100), (2, 16, 256, 128), (2, 3, 64, 50)]:
+        q, k = (torch.randn(B, K, 2, Dk, device=dev, dtype=torch.bfloat16) for _ in range(2))
+        v = torch.randn(B, K, 2, Dv, device=dev, dtype=torch.bfloat16)
+        st, slope = torch.randn(B, 2, Dk, Dv, device=dev), torch.rand(2, device=dev)
+        la.lightning_attn_decode_tokens(q, k, v, st, slope)
+        la.lightning_attn_decode_tokens(q, k, v, st, slope, output_states=True)
+        la.lightning_attn_decode_tokens(q, k, v, st, slope, num_accepted=(torch.arange(B, device=dev) % (K + 1)).int())
+        pool = torch.randn(B + 2, 2, Dk, Dv, device=dev)
+        ids = torch.arange(2, B + 2, device=dev, dtype=torch.int32).roll(1)
+        ids[1:2] = -1
+        la.lightning_attn_decode_tokens(q, k, v, pool, slope, slot_ids=ids)
 x = torch.randn(7, 300, device=dev, requires_grad=True)
 la.srms_norm(x).sum().backward()
 torch.cuda.synchronize()
