@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_training_speed import StepTimer, env_info, sync  # noqa: E402
 from lightning_attn.baseline import Transformer, TransformerConfig  # noqa: E402
+from lightning_attn.graphs import capture_graph  # noqa: E402
 from lightning_attn.model import PRESETS, TNLConfig, TransNormerLLM  # noqa: E402
 
 MODELS = ("tnl", "transformer")
@@ -150,6 +151,18 @@ def generate_eager(model, kind, prompts, n_new, device, mem_every=0):
     return out, {"prefill_s": prefill_s, "decode_s": decode_s, "cache_bytes": cache_bytes(cache, kind), "mem_trace": trace}
 
 
+def prefill_fixed_buffers(model, kind, prompts, max_len):
+    """Prefills ``prompts [B, T]`` into a new cache of ``max_len`` positions and readies it for
+    fixed_buffer_step: returns (cache, tok, offset), tok [B] the first new tokens; TNL: offset
+    the cache's offset copied into a fixed buffer; Transformer: offset None, the KV cache static."""
+    cache = new_cache(model, kind, prompts.shape[0], max_len)
+    tok = model(prompts, cache=cache, num_logits_to_keep=1).logits[:, -1].argmax(dim=-1)
+    if kind == "tnl":
+        return cache, tok, cache.offset.clone()
+    cache.make_static()
+    return cache, tok, None
+
+
 def fixed_buffer_step(fwd, kind, cache, tok, offset=None):
     """One greedy decode step on fixed buffers, for graph capture: feeds ``tok [B]`` through
     ``fwd`` (the model or its compiled form) and writes the next tokens back into ``tok``. TNL:
@@ -180,23 +193,18 @@ def generate_graphed(model, kind, prompts, n_new, device, capture=True, compile_
     B, T = prompts.shape
     timer = StepTimer(device)
     timer.start()
-    cache = new_cache(model, kind, B, T + n_new)
-    logits = model(prompts, cache=cache, num_logits_to_keep=1).logits[:, -1]
-    tok = logits.argmax(dim=-1)  # [B], the graph's input and output
+    cache, tok, offset = prefill_fixed_buffers(model, kind, prompts, T + n_new)  # tok: the graph's input and output
     timer.stop()
     t_capture = time.perf_counter()
     saved_tok = tok.clone()
     if kind == "tnl":
-        offset = cache.offset.clone()
         saved = [s.clone() for s in cache.states]
         saved_offset = offset.clone()
     else:
-        cache.make_static()
         saved_length = cache.length.clone()  # slots past it are masked and rewritten: no need to save them
 
     fwd = torch.compile(model, dynamic=False) if compile_step else model
-
-    step = fixed_buffer_step(fwd, kind, cache, tok, offset if kind == "tnl" else None)
+    step = fixed_buffer_step(fwd, kind, cache, tok, offset)
 
     def restore():
         if kind == "tnl":
@@ -209,22 +217,13 @@ def generate_graphed(model, kind, prompts, n_new, device, capture=True, compile_
         tok.copy_(saved_tok)
 
     if capture:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):
-                step()
-        torch.cuda.current_stream().wait_stream(side)
+        graph, _ = capture_graph(step)
+        restore()  # undoes the warm-up (the capture records without running); re-points cache.offset
+        torch.cuda.synchronize()
     else:
         for _ in range(3):
             step()
-    restore()
-    if capture:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            step()
-        restore()  # capture records without running; this re-points cache.offset at the fixed buffer
-        torch.cuda.synchronize()
+        restore()
     capture_s = time.perf_counter() - t_capture
     timer.start()
     out = torch.empty(B, n_new, dtype=torch.long, device=device)

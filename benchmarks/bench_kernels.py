@@ -25,6 +25,7 @@ import torch
 import triton.testing
 
 import lightning_attn as la
+from lightning_attn.graphs import capture_graph
 
 H = 16
 
@@ -128,15 +129,7 @@ def bench_decode(peers, Bs, bw, results):
         row["ours_us"] = 1e3 * triton.testing.do_bench(
             lambda: la.lightning_attn_decode(q, k, v, state, slope), return_mode="median")
         # GPU time per step from a CUDA-graph replay of 100 steps.
-        s = torch.cuda.Stream()
-        s.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(s):
-            la.lightning_attn_decode(q, k, v, state, slope)
-        torch.cuda.current_stream().wait_stream(s)
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for _ in range(100):
-                la.lightning_attn_decode(q, k, v, state, slope)
+        g, _ = capture_graph(lambda: [la.lightning_attn_decode(q, k, v, state, slope) for _ in range(100)], warmup=1)
         row["ours_graph_us"] = 1e3 * triton.testing.do_bench(g.replay, return_mode="median") / 100
         lam = torch.exp(-slope).view(1, H, 1, 1)
 

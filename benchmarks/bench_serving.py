@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_generation import add_runtime_args, build, resolve_runtime  # noqa: E402
 from bench_training_speed import env_info, sync  # noqa: E402
+from lightning_attn.graphs import capture_graph  # noqa: E402
 
 
 def get_args(argv=None):
@@ -137,15 +138,7 @@ class Engine:
         the capture."""
         saved = None if self.kind == "tnl" else self.cache.length.clone()
         if graph:
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                for _ in range(3):
-                    self._step()
-            torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self._step()
+            self.graph, _ = capture_graph(self._step)
         else:
             self._step()
         if saved is not None:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .cache import TNLCache
+from .graphs import capture_graph
 
 __all__ = ["generate", "sample_logits", "speculative_generate", "DecodeStep"]
 
@@ -117,15 +118,7 @@ class DecodeStep:
     def _capture(self) -> None:
         saved = [s.clone() for s in self.cache.states]
         saved_offset = self.offset.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up (and compile) off the capture
-            for _ in range(3):
-                self._run()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = self._run()
+        self.graph, self.logits = capture_graph(self._run)
         for s, s0 in zip(self.cache.states, saved):
             s.copy_(s0)
         self.offset.copy_(saved_offset)

@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from lightning_attn.graphs import capture_graph
+
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -40,16 +42,9 @@ def replay_equals_eager(fn, state):
     outputs and updated states agree bit for bit."""
     eager_state = state.clone()
     eager = fn(eager_state)
-    side = torch.cuda.Stream()  # warm-up off the capture stream (kernel attributes, caches)
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn(state.clone())
-    torch.cuda.current_stream().wait_stream(side)
     graph_state = state.clone()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        out = fn(graph_state)
-    graph_state.copy_(state)
+    g, out = capture_graph(lambda: fn(graph_state), warmup=1)
+    graph_state.copy_(state)  # undoes the warm-up
     g.replay()
     torch.cuda.synchronize()
     return torch.equal(out, eager) and torch.equal(graph_state, eager_state)

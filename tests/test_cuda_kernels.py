@@ -10,6 +10,7 @@ import torch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 import lightning_attn as la  # noqa: E402
+from lightning_attn.graphs import capture_graph  # noqa: E402
 from reference import lightning_attn_chunked_ref, lightning_attn_ref, rel_err, srms_norm_ref  # noqa: E402
 
 # Relative error bounds on random inputs. Inputs are rounded to the dtype before the
@@ -362,16 +363,11 @@ def test_cuda_graph_capture_and_replay(D):
     qs, ks, vs = q.clone(), k.clone(), v.clone()
     state = torch.randn(1, 2, D, D, device=DEV)
     st = state.clone()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):  # warm up (lazy init) outside the capture
-        la.lightning_attn_func(qs, ks, vs, slope, 1.0, h0, output_final_state=True)
-        la.lightning_attn_decode(qs[:, 0], ks[:, 0], vs[:, 0], st.clone(), slope)
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
+
+    def calls():
         o, hT = la.lightning_attn_func(qs, ks, vs, slope, 1.0, h0, output_final_state=True)
-        od = la.lightning_attn_decode(qs[:, 0], ks[:, 0], vs[:, 0], st, slope)
+        return o, hT, la.lightning_attn_decode(qs[:, 0], ks[:, 0], vs[:, 0], st, slope)
+    g, (o, hT, od) = capture_graph(calls, warmup=1)  # st is reset before each replay
     for _ in range(2):
         q2, k2, v2 = (torch.randn_like(x) for x in (q, k, v))
         qs.copy_(q2), ks.copy_(k2), vs.copy_(v2), st.copy_(state)

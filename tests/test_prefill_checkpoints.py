@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import lightning_attn as la
+from lightning_attn.graphs import capture_graph
 from conftest import DEVICES
 from reference import lightning_attn_ref, rel_err
 from test_lightning_attn import TOL  # the suite's bounds per device and dtype (float32 on CUDA: bf16 products)
@@ -120,14 +121,7 @@ def test_cuda_split(T, H, D, packed):
 def test_cuda_graph_capture():
     q, k, v, slope, h0 = make(2, 1000, 2, 128, 128, torch.bfloat16, "cuda")
     eager = ops.fwd_checkpoints(q, k, v, slope, 1.0, h0, None, False, 256, 4)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        ops.fwd_checkpoints(q, k, v, slope, 1.0, h0, None, False, 256, 4)
-    torch.cuda.current_stream().wait_stream(side)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        out = ops.fwd_checkpoints(q, k, v, slope, 1.0, h0, None, False, 256, 4)
+    g, out = capture_graph(lambda: ops.fwd_checkpoints(q, k, v, slope, 1.0, h0, None, False, 256, 4), warmup=1)
     for x in out:
         x.fill_(float("nan"))
     g.replay()

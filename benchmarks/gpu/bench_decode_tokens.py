@@ -5,34 +5,17 @@ timed with CUDA events (median of 5 x 50 replays). Outputs are compared before t
 """
 import argparse
 import json
-import statistics
 
 import torch
 
 import lightning_attn as la
+from lightning_attn.graphs import capture_graph, replay_ms
 
 H, D = 16, 128
 
 
 def graph_time_us(fn, reps=50, rounds=5):
-    s = torch.cuda.Stream()
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    times = []
-    for _ in range(rounds):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        for _ in range(reps):
-            g.replay()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) * 1e3 / reps)
-    return statistics.median(times)
+    return 1e3 * replay_ms(capture_graph(fn)[0], reps, rounds)
 
 
 def main():

@@ -16,6 +16,7 @@ import torch
 import triton.testing
 
 import lightning_attn as la
+from lightning_attn.graphs import capture_graph
 
 H, D = 16, 128
 
@@ -35,15 +36,7 @@ def host_us(fn, n=50):
 
 def graph_us(fn, n=20):
     """GPU time per call: n calls captured in one CUDA graph, replayed."""
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(n):
-            fn()
+    g, _ = capture_graph(lambda: [fn() for _ in range(n)], warmup=1)
     g.replay()
     torch.cuda.synchronize()
     return 1e3 * triton.testing.do_bench(g.replay, return_mode="median") / n

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_generation as bg  # noqa: E402
+from lightning_attn.graphs import capture_graph, replay_ms  # noqa: E402
 
 
 def kernel_kind(name: str) -> str:
@@ -42,13 +43,7 @@ def make_step(model, kind, B, device, n_steps, mode=None):
     """A compiled decode step on fixed buffers (as bench_generation's graphed path); the cache
     holds the prompt and all n_steps tokens (the Transformer's static KV cache has no room past it)."""
     prompts = torch.randint(0, 50257, (B, 512), device=device)
-    cache = bg.new_cache(model, kind, B, 512 + n_steps)
-    tok = model(prompts, cache=cache, num_logits_to_keep=1).logits[:, -1].argmax(-1)
-    offset = None
-    if kind == "tnl":
-        offset = cache.offset.clone()
-    else:
-        cache.make_static()
+    cache, tok, offset = bg.prefill_fixed_buffers(model, kind, prompts, 512 + n_steps)
     return bg.fixed_buffer_step(torch.compile(model, dynamic=False, mode=mode), kind, cache, tok, offset)
 
 
@@ -58,12 +53,7 @@ def measure(kind, B, args, steps, mode=None):
     # every run of the step advances the cache: warm-up, profiled, 5 warm replays, timed replays
     # (the capture records without running)
     step = make_step(model, kind, B, "cuda", WARMUP + steps + 5 + REPLAYS, mode)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(WARMUP):
-            step()  # compile and warm up
-    torch.cuda.current_stream().wait_stream(side)
+    graph, _ = capture_graph(step, warmup=WARMUP)  # compiles and warms up first
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
@@ -76,19 +66,7 @@ def measure(kind, B, args, steps, mode=None):
         for table, key in ((by_kind, kernel_kind(e.name)), (by_name, e.name[:90])):
             table[key][0] += 1
             table[key][1] += us
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        step()
-    for _ in range(5):
-        graph.replay()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    n = REPLAYS
-    start.record()
-    for _ in range(n):
-        graph.replay()
-    end.record()
-    torch.cuda.synchronize()
-    graph_ms = start.elapsed_time(end) / n
+    graph_ms = replay_ms(graph, REPLAYS, warm=5)
     per_step = lambda v: [v[0] / steps, v[1] / steps / 1e3]  # noqa: E731  (count, ms)
     row = {"model": kind, "batch": B, "compile_mode": mode or "default", "graph_ms_per_step": graph_ms,
            "kernels_per_step": len(kernels) / steps,
