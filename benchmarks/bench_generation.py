@@ -79,6 +79,8 @@ def add_runtime_args(p, graphs_help, compile_help):
     p.add_argument("--cuda-graphs", dest="cuda_graphs", action="store_true", default=None, help=graphs_help)
     p.add_argument("--no-cuda-graphs", dest="cuda_graphs", action="store_false")
     p.add_argument("--compile", action="store_true", help=compile_help)
+    p.add_argument("--compile-mode", default=None,
+                   help="torch.compile mode of --compile (e.g. max-autotune-no-cudagraphs; implies --compile)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="benchmarks/results/h200")
@@ -89,6 +91,7 @@ def resolve_runtime(args):
         args.dtype = "bf16" if args.device.startswith("cuda") else "fp32"
     if args.cuda_graphs is None:
         args.cuda_graphs = args.device.startswith("cuda")
+    args.compile = args.compile or args.compile_mode is not None
     if args.device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls of the benchmarks on tensor cores
     return args
@@ -178,7 +181,7 @@ def fixed_buffer_step(fwd, kind, cache, tok, offset=None):
 
 
 @torch.no_grad()
-def generate_graphed(model, kind, prompts, n_new, device, capture=True, compile_step=False):
+def generate_graphed(model, kind, prompts, n_new, device, capture=True, compile_step=False, compile_mode=None):
     """Greedy generation with the decode step (forward, cache update, argmax) as one CUDA graph.
 
     TNL: the decode op updates each layer's state in place, so the states keep their
@@ -188,7 +191,8 @@ def generate_graphed(model, kind, prompts, n_new, device, capture=True, compile_
     attention over all slots with a mask). Warm-up steps change the caches: they are restored
     before capture. capture=False runs the same steps without a graph (a CPU check).
     compile_step: the model's forward goes through torch.compile (inductor fuses the elementwise
-    work between the GEMMs) before the warm-up and the capture, for both models alike.
+    work between the GEMMs) before the warm-up and the capture, for both models alike, in
+    torch.compile's compile_mode (None: its default).
     """
     B, T = prompts.shape
     timer = StepTimer(device)
@@ -203,7 +207,7 @@ def generate_graphed(model, kind, prompts, n_new, device, capture=True, compile_
     else:
         saved_length = cache.length.clone()  # slots past it are masked and rewritten: no need to save them
 
-    fwd = torch.compile(model, dynamic=False) if compile_step else model
+    fwd = torch.compile(model, dynamic=False, mode=compile_mode) if compile_step else model
     step = fixed_buffer_step(fwd, kind, cache, tok, offset)
 
     def restore():
@@ -245,7 +249,8 @@ def measure(kind, mode, model, prompts, n_new, args, device, ref_tokens=None):
     if is_cuda:
         torch.cuda.reset_peak_memory_stats()
     if mode in ("cuda_graph", "compiled_graph"):
-        toks, t = generate_graphed(model, kind, prompts, n_new, device, compile_step=mode == "compiled_graph")
+        toks, t = generate_graphed(model, kind, prompts, n_new, device, compile_step=mode == "compiled_graph",
+                                   compile_mode=args.compile_mode)
     else:
         toks, t = generate_eager(model, kind, prompts, n_new, device, mem_every=args.mem_every)
     total = t["prefill_s"] + t["decode_s"]

@@ -103,7 +103,7 @@ class Engine:
     """C request slots of one model; ``admit`` prefills a prompt into a slot, ``step`` decodes
     one token for every slot (rows without a request masked), tokens in ``self.tok [C]``."""
 
-    def __init__(self, model, kind, C, max_len, device, graph, compile_step, prefix_len=0):
+    def __init__(self, model, kind, C, max_len, device, graph, compile_step, prefix_len=0, compile_mode=None):
         self.model, self.kind, self.C, self.device = model, kind, C, device
         # prefix caching: after the first prefill, the states (TNL) or keys and values (Transformer)
         # of its first prefix_len tokens
@@ -115,7 +115,7 @@ class Engine:
             self.cache = model.new_cache(num_slots=C)
         else:
             self.cache = model.new_cache(C, max_len).make_static(per_row=True)
-        self.fwd = torch.compile(model, dynamic=False) if compile_step else model
+        self.fwd = torch.compile(model, dynamic=False, mode=compile_mode) if compile_step else model
         self.graph = None
         self._warm_up(graph)
 
@@ -327,7 +327,7 @@ def main(argv=None):
             trace = make_trace(2 * C + 8, args, model.config.vocab_size)
             try:
                 engine = Engine(model, kind, C, max_len, device, args.cuda_graphs, args.compile,
-                                prefix_len=args.shared_prefix if args.prefix_cache else 0)
+                                prefix_len=args.shared_prefix if args.prefix_cache else 0, compile_mode=args.compile_mode)
                 if device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
                 reqs = serve(engine, trace, device)

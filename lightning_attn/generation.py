@@ -98,11 +98,12 @@ class DecodeStep:
     ``step`` runs.
     """
 
-    def __init__(self, model, cache, compile: bool = False, cuda_graph: bool = False):
+    def __init__(self, model, cache, compile: Union[bool, str] = False, cuda_graph: bool = False):
         if any(s is None for s in cache.states) or cache.offset is None:
             raise ValueError("DecodeStep: the cache is empty; prefill the prompts first.")
         self.model, self.cache = model, cache
-        self.fn = torch.compile(_decode_logits, dynamic=False) if compile else _decode_logits
+        mode = compile if isinstance(compile, str) else None  # a torch.compile mode
+        self.fn = torch.compile(_decode_logits, dynamic=False, mode=mode) if compile else _decode_logits
         self.tok = torch.zeros_like(cache.offset)
         self.offset = cache.offset.clone()  # fixed address: the graph reads and writes it
         cache.offset = self.offset
@@ -135,7 +136,7 @@ class DecodeStep:
 def generate(model, prompts: Union[Tensor, Sequence[Sequence[int]]], max_new_tokens: int,
              temperature: float = 1.0, top_k: Optional[int] = None, top_p: Optional[float] = None,
              stop_tokens: Optional[Iterable[int]] = None, generator: Optional[torch.Generator] = None,
-             return_logits: bool = False, compile_step: bool = False, cuda_graph: bool = False):
+             return_logits: bool = False, compile_step: Union[bool, str] = False, cuda_graph: bool = False):
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     Args:
@@ -146,7 +147,9 @@ def generate(model, prompts: Union[Tensor, Sequence[Sequence[int]]], max_new_tok
         temperature, top_k, top_p, generator: see ``sample_logits`` (temperature 0: greedy).
         stop_tokens: a sequence ends after it emits one of these (the stop token is kept).
         return_logits: also return the logits ``[B, steps, V]`` of every step (for tests).
-        compile_step: run the one-token decode step through ``torch.compile``.
+        compile_step: run the one-token decode step through ``torch.compile``; a string is
+            its mode (``"max-autotune-no-cudagraphs"``: inductor tunes the one-row GEMMs, and may
+            turn them into reductions fused with the norms, at the cost of a longer compile).
         cuda_graph: capture the decode step (compiled first with compile_step) once as a CUDA
             graph and replay it for every token: the states are updated in place and the
             positions live in a fixed buffer, so each token costs one graph launch. CUDA only.

@@ -125,9 +125,10 @@ def test_bundled_gpt2_tokenizer():
     assert enc.decode(enc.encode(text)) == text
 
 
-def test_compiled_decode_step_equals_eager(model):
+@pytest.mark.parametrize("compile_step", [True, "default"])  # a string: the torch.compile mode
+def test_compiled_decode_step_equals_eager(model, compile_step):
     want = generate(model, PROMPTS, max_new_tokens=10, temperature=0)
-    assert generate(model, PROMPTS, max_new_tokens=10, temperature=0, compile_step=True) == want
+    assert generate(model, PROMPTS, max_new_tokens=10, temperature=0, compile_step=compile_step) == want
 
 
 def test_cuda_graph_needs_a_cuda_model(model):
@@ -136,7 +137,8 @@ def test_cuda_graph_needs_a_cuda_model(model):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-@pytest.mark.parametrize("compile_step", [False, True], ids=["graph", "compiled_graph"])
+@pytest.mark.parametrize("compile_step", [False, True, "max-autotune-no-cudagraphs"],
+                         ids=["graph", "compiled_graph", "max_autotune_graph"])
 def test_cuda_graph_decode_equals_eager(model, compile_step):
     m = TransNormerLLM(model.config).cuda().eval()
     m.load_state_dict(model.state_dict())
