@@ -2,9 +2,12 @@
 
 Environment:
   LIGHTNING_ATTN_FORCE_CPU=1   build without CUDA even where it is available.
-  LIGHTNING_ATTN_CUDA_ARCHS    gencode list, default "80;86;89;90a": the portable mma.sync kernels
+  LIGHTNING_ATTN_CUDA_ARCHS    gencode list, default "80;86;89+PTX;90a": the portable mma.sync kernels
                                for A100/A10/L4/RTX 4090 (sm_80/86/89), and those plus the Hopper
                                wgmma kernels for H100/H200 (sm_90a); e.g. "90a" for a faster build.
+                               "+PTX" also embeds that target's PTX, which the driver compiles at
+                               first use on newer GPUs (Blackwell: sm_100, sm_120), where the
+                               portable kernels then run.
   MAX_JOBS                     parallel compile jobs (ninja).
 
 The version and the distribution name come from lightning_attn/_version.py, read as text.
@@ -21,7 +24,7 @@ from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, C
 import torch
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CUDA_ARCHS = "80;86;89;90a"
+DEFAULT_CUDA_ARCHS = "80;86;89+PTX;90a"
 
 
 def package_info() -> dict:
@@ -44,10 +47,17 @@ def cuda_archs() -> list:
 
 
 def gencode_flags() -> list:
-    # LIGHTNING_ATTN_BUILT_ARCHS: named in the error a GPU without a compiled kernel raises.
+    """SASS for every target, and PTX for those suffixed "+PTX"; LIGHTNING_ATTN_BUILT_ARCHS: the
+    targets, named in the error a GPU without a kernel it can run raises."""
+    flags = []
     archs = cuda_archs()
-    return [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs] + [
-        f"-DLIGHTNING_ATTN_BUILT_ARCHS={'_'.join(archs)}"]
+    for a in archs:
+        ptx = a.upper().endswith("+PTX")
+        sm = a[:-4] if ptx else a
+        flags.append(f"-gencode=arch=compute_{sm},code=sm_{sm}")
+        if ptx:
+            flags.append(f"-gencode=arch=compute_{sm},code=compute_{sm}")
+    return flags + [f"-DLIGHTNING_ATTN_BUILT_ARCHS={'_'.join(archs)}"]
 
 
 def extension():

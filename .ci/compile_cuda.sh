@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Compile-checks every CUDA source for the default targets (sm_80, sm_86, sm_89: the portable
-# kernels; sm_90a: the Hopper kernels too) with the installed torch's headers, one nvcc call per
+# Compile-checks every CUDA source for the default targets (sm_80, sm_86, sm_89 and its PTX: the
+# portable kernels; sm_90a: the Hopper kernels too) with the installed torch's headers, one nvcc call per
 # file with all targets, two files at a time. Runs on machines without a GPU: nothing is linked
 # or executed. Prints the sm_90a register report and the total time; fails on any error and on
 # wgmma serialised by ptxas (C7510-C7515, "Potential Performance Loss": a silent slowdown).
@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
-ARCHS=${ARCHS:-80 86 89 90a}
+ARCHS=${ARCHS:-80 86 89+PTX 90a}
 # The standard torch's cpp_extension builds extensions with (setup.py leaves it to torch):
 # C++20 for the torch CI installs.
 CXX_STD=${CXX_STD:-c++20}
@@ -20,7 +20,11 @@ files=("$@")
 [ ${#files[@]} -gt 0 ] || mapfile -t files < <(find csrc/cuda -name "*.cu" | sort)
 out=$(mktemp -d)
 gencodes=""
-for a in $ARCHS; do gencodes+=" -gencode=arch=compute_$a,code=sm_$a"; done
+for a in $ARCHS; do  # "NN+PTX": PTX of NN too, as setup.py
+  sm=${a%+PTX}
+  gencodes+=" -gencode=arch=compute_$sm,code=sm_$sm"
+  [ "$sm" = "$a" ] || gencodes+=" -gencode=arch=compute_$sm,code=compute_$sm"
+done
 export CXX_STD NVCC TORCH_INC PY_INC ABI out gencodes ARCHS
 compile_one() {
   f=$1
