@@ -42,7 +42,7 @@ DeviceInfo probe_device(int dev) {
               "\"). Rebuild with LIGHTNING_ATTN_CUDA_ARCHS including \"", arch,
               "\", e.g. LIGHTNING_ATTN_CUDA_ARCHS=\"", arch,
               "\" pip install --no-build-isolation .");
-  info.hopper = hopper_binary_version() == 90;
+  info.hopper = hopper_binary();
   return info;
 }
 

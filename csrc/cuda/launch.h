@@ -61,9 +61,10 @@ template <typename TIn, int D>
 int dkdv_sm90_blocks_per_sm();
 
 // The architecture (cudaFuncAttributes::binaryVersion, e.g. 80 or 90) of the code the current
-// device loads for the portable and the Hopper kernels; 0 where this build has none it can run.
+// device loads for the portable kernels, 0 where this build has none it can run; and whether it
+// runs this build's sm_90a code of the Hopper kernels (sm90_binary).
 int portable_binary_version();
-int hopper_binary_version();
+bool hopper_binary();
 
 // kernels/state_kernels.cu
 void launch_scan(const ScanParams& p, cudaStream_t stream);

@@ -13,7 +13,7 @@ namespace cuda {
 LIGHTNING_ATTN_SM90_D128(__half)
 LIGHTNING_ATTN_SM90_D128(__nv_bfloat16)
 
-int hopper_binary_version() { return binary_version(chunk_kernel_sm90<__nv_bfloat16, 128, false>); }
+bool hopper_binary() { return sm90_binary(chunk_kernel_sm90<__nv_bfloat16, 128, false>); }
 
 }  // namespace cuda
 }  // namespace lightning_attn

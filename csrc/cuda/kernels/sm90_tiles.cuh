@@ -197,10 +197,18 @@ __device__ __forceinline__ void issue_state_update(float (&racc)[KP][8][4], cons
       wgmma_ss<TC, 1, 1>(racc[mt], mnmajor_desc(x + mt * kPanelBytes, kk), mnmajor_desc(w, kk), 1);
 }
 
-// Whether this build holds sm_90a code of `kernel` and the current device runs it.
+// Whether the current device runs this build's sm_90a code of `kernel`: code compiled from
+// compute_90a PTX (binary and PTX version 90). An older target's PTX, which the driver compiles
+// for an sm_90 GPU where the build has no sm_90a code, also reports binary version 90 but holds
+// the empty body (the Hopper code exists only under LIGHTNING_ATTN_SM90A).
 template <typename Kernel>
 bool sm90_binary(Kernel kernel) {
-  return binary_version(kernel) == 90;
+  cudaFuncAttributes a{};
+  if (cudaFuncGetAttributes(&a, kernel) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return a.binaryVersion == 90 && a.ptxVersion == 90;
 }
 
 }  // namespace cuda
