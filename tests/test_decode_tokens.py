@@ -51,6 +51,28 @@ def test_against_reference(device, dtype, B, K, H, Dk, Dv):
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("B", [1, 5, 17, 40, 80])
+@pytest.mark.parametrize("K,Dk,Dv", [(1, 128, 128), (3, 128, 128), (1, 256, 100), (2, 64, 50)])
+def test_every_column_slicing(device, B, K, Dk, Dv):
+    """B x H from 4 to 320: on CUDA the decode kernel cuts each state into column slices of 8 to
+    128 columns (fewer, wider ones as B x H grows past twice the SM count), each thread holding
+    one or several batches of rows; Dv = 100 leaves a partial last slice, Dv = 50 takes the
+    scalar (not float4) path. Outputs, advanced states (partial acceptance) and returned states
+    against the float64 reference."""
+    H = 4
+    q, k, v, state, slope = make(B, K, H, Dk, Dv, torch.bfloat16, device)
+    ro, rs = ref_states(q, k, v, state, slope, 0.7)
+    o, states = la.lightning_attn_decode_tokens(q, k, v, state.clone(), slope, 0.7, output_states=True)
+    assert rel_err(o, ro) < TOL[torch.bfloat16] and rel_err(states, rs) < 1e-5
+    accepted = torch.arange(B, device=device, dtype=torch.int32) % (K + 1)
+    s = state.clone()
+    o2, _ = la.lightning_attn_decode_tokens(q, k, v, s, slope, 0.7, num_accepted=accepted)
+    assert torch.equal(o2, o)
+    want = torch.stack([state[b].double() if a == 0 else rs[b, a - 1] for b, a in enumerate(accepted.tolist())])
+    assert rel_err(s, want) < 1e-5
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 def test_equals_k_decode_steps(device, dtype):
     q, k, v, state, slope = make(3, 6, 4, 64, 32, dtype, device)
