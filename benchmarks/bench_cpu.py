@@ -11,6 +11,7 @@ import time
 
 import torch
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # run from a checkout without installing
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 import lightning_attn as la  # noqa: E402
 from reference import lightning_attn_chunked_ref  # noqa: E402
