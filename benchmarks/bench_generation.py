@@ -189,7 +189,7 @@ def generate_graphed(model, kind, prompts, n_new, device, capture=True, compile_
     copies it back into a fixed buffer. Transformer: the prefill runs eagerly, then the KV
     cache turns static (``KVCache.make_static``: length a device tensor advanced in place,
     attention over all slots with a mask). Warm-up steps change the caches: they are restored
-    before capture. capture=False runs the same steps without a graph (a CPU check).
+    after the capture (which records without running). capture=False runs the same steps without a graph (a CPU check).
     compile_step: the model's forward goes through torch.compile (inductor fuses the elementwise
     work between the GEMMs) before the warm-up and the capture, for both models alike, in
     torch.compile's compile_mode (None: its default).
