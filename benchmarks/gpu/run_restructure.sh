@@ -7,6 +7,7 @@
 #   | "arch80": a copy built for sm_80 only must refuse this GPU with the error naming the archs, and one
 #     built for "80+PTX" must run on it (the driver compiles the PTX, as on a GPU newer than the build)
 #   | "ckpt" (bench_prefill_checkpoints.py) | "edge" (tests/test_cuda_edge_cases.py) | "dtok" (bench_decode_tokens.py) | "gen" (bench_generation.py under A and B, TNL decode) | "serve" (bench_serving.py --check) | "diag" (diag_segv.py)
+#   | "wheel" (the default-target wheel built, installed outside the checkout, smoke + CUDA tests against it)
 #   | "prof" (profile_decode.py: where a compiled decode step's time goes, both models; PROF_ARGS: its
 #     arguments instead, and no max-autotune run) ; TESTS: the pytest paths of "tests" (default tests)
 # Both trees build for sm_90a only (LIGHTNING_ATTN_CUDA_ARCHS), the old tree's default.
@@ -137,6 +138,23 @@ PY
         echo "gen $t rc=$? $(grep -E '^\| tnl \|' "$OUT/gen_$t.log" | tail -6 | cut -d'|' -f3-6 | tr '\n' ' ')"
       done
       stamp "gen" ;;
+    wheel)
+      # the wheel users get (every default target: LIGHTNING_ATTN_CUDA_ARCHS unset), installed outside
+      # the checkout, then the smoke test and the CUDA kernel and edge-case tests against it. WHEEL=path
+      # takes a wheel built before (carried) instead, so one wheel runs on both cards.
+      repo=$PWD
+      rm -rf /tmp/wheel /tmp/wheel_site && mkdir -p /tmp/wheel
+      if [ -n "${WHEEL:-}" ]; then cp "$WHEEL" /tmp/wheel/; else
+        (unset LIGHTNING_ATTN_CUDA_ARCHS; MAX_JOBS=16 timeout ${WHEEL_TIMEOUT:-420} python3 -m pip wheel -q --no-build-isolation \
+          --no-deps -w /tmp/wheel . > "$OUT/wheel_build.log" 2>&1); echo "wheel build rc=$?"
+        cp /tmp/wheel/*.whl "$OUT/" 2>/dev/null
+      fi
+      ls -l /tmp/wheel; sha256sum /tmp/wheel/*.whl | tee "$OUT/wheel_sha256.txt"
+      python3 -m pip install -q --no-deps --target /tmp/wheel_site /tmp/wheel/*.whl > "$OUT/wheel_install.log" 2>&1
+      (cd /tmp && PYTHONPATH=/tmp/wheel_site python3 "$repo/.ci/smoke_installed.py") 2>&1 | tail -3
+      (cd /tmp && PYTHONPATH=/tmp/wheel_site timeout ${WHEEL_TEST_TIMEOUT:-300} python3 -m pytest -q -p no:cacheprovider \
+        "$repo/tests/test_cuda_kernels.py" "$repo/tests/test_cuda_edge_cases.py" > "$OUT/wheel_tests.log" 2>&1)
+      stamp "wheel tests rc=$? $(tail -1 "$OUT/wheel_tests.log" | cut -c1-200)" ;;
     edge)
       PYTHONPATH=$PWD timeout ${EDGE_TIMEOUT:-150} python3 -m pytest -q -rf -p no:cacheprovider --durations=0 tests/test_cuda_edge_cases.py > "$OUT/tests_edge.log" 2>&1
       rc=$?; grep -E "^(FAILED|ERROR)|passed|failed|s call" "$OUT/tests_edge.log" | tail -20
