@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .generation import sample_logits
+from .graphs import capture_graph
 from .model import CausalLMOutput, TNLConfig, checkpointed, lm_output
 
 __all__ = ["TransformerConfig", "Transformer", "KVCache"]
@@ -243,15 +244,53 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompts: Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: Optional[int] = None,
-                 top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-        """KV-cache generation for a batch of equal-length prompts ``[B, T]`` -> new tokens ``[B, max_new_tokens]``."""
+                 top_p: Optional[float] = None, generator: Optional[torch.Generator] = None,
+                 compile_step: Union[bool, str] = False, cuda_graph: bool = False) -> Tensor:
+        """KV-cache generation for a batch of equal-length prompts ``[B, T]`` -> new tokens ``[B, max_new_tokens]``.
+
+        compile_step, cuda_graph: as ``lightning_attn.generate``; the decode steps then run on the
+        static cache (``KVCache.make_static``: attention over all T + max_new_tokens slots with a
+        mask), compiled (a string: the torch.compile mode) and/or captured as one CUDA graph.
+        """
         B, T = prompts.shape
+        if cuda_graph and prompts.device.type != "cuda":
+            raise ValueError(f"Transformer.generate: cuda_graph=True needs a model on a CUDA device, got {prompts.device}.")
         cache = self.new_cache(B, T + max_new_tokens)
         logits = self(prompts, cache=cache, num_logits_to_keep=1).logits[:, -1]  # [B, V]
+        step = StaticDecodeStep(self, cache, compile_step, cuda_graph) if (compile_step or cuda_graph) else None
         out = []
-        for step in range(max_new_tokens):
+        for i in range(max_new_tokens):
             tok = sample_logits(logits, temperature, top_k, top_p, generator)  # [B]
             out.append(tok)
-            if step < max_new_tokens - 1:
-                logits = self(tok[:, None], cache=cache).logits[:, -1]
+            if i < max_new_tokens - 1:
+                logits = step(tok) if step else self(tok[:, None], cache=cache).logits[:, -1]
         return torch.stack(out, dim=1)
+
+
+class StaticDecodeStep:
+    """The Transformer's one-token decode step on its cache made static, compiled and/or captured
+    as a CUDA graph (the counterpart of ``generation.DecodeStep``). ``step(tok [B])`` returns the
+    logits ``[B, V]`` (with a graph: its output buffer, valid until the next call). The capture's
+    warm-up steps write keys past the filled length and advance it: the length is restored
+    after, and those slots are masked until the next steps overwrite them."""
+
+    def __init__(self, model: Transformer, cache: KVCache, compile: Union[bool, str] = False, cuda_graph: bool = False):
+        self.model, self.cache = model, cache.make_static()
+        mode = compile if isinstance(compile, str) else None  # a torch.compile mode
+        self.fwd = torch.compile(model, dynamic=False, mode=mode) if compile else model
+        self.tok = torch.zeros(cache.k[0].shape[0], dtype=torch.long, device=cache.k[0].device)
+        self.graph = None
+        if cuda_graph:
+            saved = cache.length.clone()
+            self.graph, self.logits = capture_graph(self._run)
+            cache.length.copy_(saved)
+
+    def _run(self) -> Tensor:
+        return self.fwd(self.tok[:, None], cache=self.cache).logits[:, -1]
+
+    def __call__(self, tok: Tensor) -> Tensor:
+        self.tok.copy_(tok)
+        if self.graph is None:
+            return self._run()
+        self.graph.replay()
+        return self.logits

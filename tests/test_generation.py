@@ -98,6 +98,35 @@ def test_transformer_baseline_kv_cache_generate():
     assert out.tolist() == seq[:, 9:].tolist()
 
 
+def _baseline():
+    torch.manual_seed(0)
+    return Transformer(TransformerConfig(vocab_size=V, d_model=48, n_layers=2, n_heads=3, ffn_dim=64,
+                                         tie_embeddings=False, init_std=0.2)).eval()
+
+
+@pytest.mark.parametrize("compile_step", [True, "default"])
+def test_transformer_compiled_decode_step_equals_eager(compile_step):
+    m = _baseline()
+    prompts = torch.randint(0, V, (2, 7))
+    want = m.generate(prompts, max_new_tokens=8, temperature=0)
+    assert torch.equal(m.generate(prompts, max_new_tokens=8, temperature=0, compile_step=compile_step), want)
+
+
+def test_transformer_cuda_graph_needs_a_cuda_model():
+    with pytest.raises(ValueError, match="cuda_graph=True needs a model on a CUDA device"):
+        _baseline().generate(torch.zeros(1, 3, dtype=torch.long), max_new_tokens=2, cuda_graph=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("compile_step", [False, True], ids=["graph", "compiled_graph"])
+def test_transformer_cuda_graph_decode_equals_eager(compile_step):
+    m = _baseline().cuda()
+    prompts = torch.randint(0, V, (2, 7), device="cuda")
+    want = m.generate(prompts, max_new_tokens=12, temperature=0)
+    got = m.generate(prompts, max_new_tokens=12, temperature=0, compile_step=compile_step, cuda_graph=True)
+    assert torch.equal(got, want)
+
+
 def test_transformer_static_kv_cache_equals_dynamic():
     # make_static(): fixed shapes (index_copy_ + masked attention over every slot) for CUDA graphs
     torch.manual_seed(0)
