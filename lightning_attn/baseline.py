@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .generation import sample_logits
-from .graphs import capture_graph
+from .graphs import FixedBufferStep, compiled
 from .model import CausalLMOutput, TNLConfig, checkpointed, lm_output
 
 __all__ = ["TransformerConfig", "Transformer", "KVCache"]
@@ -267,7 +267,7 @@ class Transformer(nn.Module):
         return torch.stack(out, dim=1)
 
 
-class StaticDecodeStep:
+class StaticDecodeStep(FixedBufferStep):
     """The Transformer's one-token decode step on its cache made static, compiled and/or captured
     as a CUDA graph (the counterpart of ``generation.DecodeStep``). ``step(tok [B])`` returns the
     logits ``[B, V]`` (with a graph: its output buffer, valid until the next call). The capture's
@@ -276,21 +276,10 @@ class StaticDecodeStep:
 
     def __init__(self, model: Transformer, cache: KVCache, compile: Union[bool, str] = False, cuda_graph: bool = False):
         self.model, self.cache = model, cache.make_static()
-        mode = compile if isinstance(compile, str) else None  # a torch.compile mode
-        self.fwd = torch.compile(model, dynamic=False, mode=mode) if compile else model
+        self.fwd = compiled(model, compile)
         self.tok = torch.zeros(cache.k[0].shape[0], dtype=torch.long, device=cache.k[0].device)
-        self.graph = None
         if cuda_graph:
-            saved = cache.length.clone()
-            self.graph, self.logits = capture_graph(self._run)
-            cache.length.copy_(saved)
+            self.capture([cache.length])
 
     def _run(self) -> Tensor:
         return self.fwd(self.tok[:, None], cache=self.cache).logits[:, -1]
-
-    def __call__(self, tok: Tensor) -> Tensor:
-        self.tok.copy_(tok)
-        if self.graph is None:
-            return self._run()
-        self.graph.replay()
-        return self.logits

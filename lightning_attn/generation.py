@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .cache import TNLCache
-from .graphs import capture_graph
+from .graphs import FixedBufferStep, compiled
 
 __all__ = ["generate", "sample_logits", "speculative_generate", "DecodeStep"]
 
@@ -88,7 +88,7 @@ def _decode_logits(model, tok: Tensor, offset: Tensor, states: List[Tensor], slo
     return logits, cache.offset
 
 
-class DecodeStep:
+class DecodeStep(FixedBufferStep):
     """A model's one-token decode step on fixed buffers, compiled and/or captured as a CUDA graph.
 
     ``step(tok)`` feeds ``tok [N]`` to every sequence of ``cache`` (states updated in place,
@@ -102,34 +102,17 @@ class DecodeStep:
         if any(s is None for s in cache.states) or cache.offset is None:
             raise ValueError("DecodeStep: the cache is empty; prefill the prompts first.")
         self.model, self.cache = model, cache
-        mode = compile if isinstance(compile, str) else None  # a torch.compile mode
-        self.fn = torch.compile(_decode_logits, dynamic=False, mode=mode) if compile else _decode_logits
+        self.fn = compiled(_decode_logits, compile)
         self.tok = torch.zeros_like(cache.offset)
         self.offset = cache.offset.clone()  # fixed address: the graph reads and writes it
         cache.offset = self.offset
-        self.graph = None
         if cuda_graph:
-            self._capture()
+            self.capture([*cache.states, self.offset])
 
     def _run(self) -> Tensor:
         logits, offset = self.fn(self.model, self.tok, self.offset, self.cache.states, self.cache.slot_ids)
         self.offset.copy_(offset)
         return logits
-
-    def _capture(self) -> None:
-        saved = [s.clone() for s in self.cache.states]
-        saved_offset = self.offset.clone()
-        self.graph, self.logits = capture_graph(self._run)
-        for s, s0 in zip(self.cache.states, saved):
-            s.copy_(s0)
-        self.offset.copy_(saved_offset)
-
-    def __call__(self, tok: Tensor) -> Tensor:
-        self.tok.copy_(tok)
-        if self.graph is None:
-            return self._run()
-        self.graph.replay()
-        return self.logits
 
 
 @torch.no_grad()
