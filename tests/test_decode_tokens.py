@@ -54,10 +54,10 @@ def test_against_reference(device, dtype, B, K, H, Dk, Dv):
 @pytest.mark.parametrize("B", [1, 5, 17, 40, 80])
 @pytest.mark.parametrize("K,Dk,Dv", [(1, 128, 128), (3, 128, 128), (1, 256, 100), (2, 64, 50)])
 def test_every_column_slicing(device, B, K, Dk, Dv):
-    """B x H from 4 to 320: on CUDA the decode kernel cuts each state into column slices of 8 to
-    128 columns (fewer, wider ones as B x H grows past twice the SM count), each thread holding
-    one or several batches of rows; Dv = 100 leaves a partial last slice, Dv = 50 takes the
-    scalar (not float4) path. Outputs, advanced states (partial acceptance) and returned states
+    """B x H from 4 to 320: on CUDA the decode kernel cuts each state into more, narrower column
+    slices the further B x H is below twice the SM count, so this spans its slicings from many
+    slices per head to one; Dv = 100 leaves a partial last slice, Dv = 50 takes the scalar (not
+    float4) path. Outputs, advanced states (partial acceptance) and returned states
     against the float64 reference."""
     H = 4
     q, k, v, state, slope = make(B, K, H, Dk, Dv, torch.bfloat16, device)

@@ -85,10 +85,14 @@ def test_sample_logits_support():
     assert sample_logits(logits, 0).tolist() == logits.argmax(-1).tolist()
 
 
-def test_transformer_baseline_kv_cache_generate():
+def _baseline():
     torch.manual_seed(0)
-    m = Transformer(TransformerConfig(vocab_size=V, d_model=48, n_layers=2, n_heads=3, ffn_dim=64,
-                                      tie_embeddings=False, init_std=0.2)).eval()
+    return Transformer(TransformerConfig(vocab_size=V, d_model=48, n_layers=2, n_heads=3, ffn_dim=64,
+                                         tie_embeddings=False, init_std=0.2)).eval()
+
+
+def test_transformer_baseline_kv_cache_generate():
+    m = _baseline()
     prompts = torch.randint(0, V, (3, 9))
     out = m.generate(prompts, max_new_tokens=10, temperature=0)  # [3, 10]
     seq = prompts
@@ -96,12 +100,6 @@ def test_transformer_baseline_kv_cache_generate():
         for _ in range(10):  # no cache: recompute the whole sequence each step
             seq = torch.cat([seq, m(seq).logits[:, -1].argmax(-1, keepdim=True)], 1)
     assert out.tolist() == seq[:, 9:].tolist()
-
-
-def _baseline():
-    torch.manual_seed(0)
-    return Transformer(TransformerConfig(vocab_size=V, d_model=48, n_layers=2, n_heads=3, ffn_dim=64,
-                                         tie_embeddings=False, init_std=0.2)).eval()
 
 
 @pytest.mark.parametrize("compile_step", [True, "default"])
@@ -129,9 +127,7 @@ def test_transformer_cuda_graph_decode_equals_eager(compile_step):
 
 def test_transformer_static_kv_cache_equals_dynamic():
     # make_static(): fixed shapes (index_copy_ + masked attention over every slot) for CUDA graphs
-    torch.manual_seed(0)
-    m = Transformer(TransformerConfig(vocab_size=V, d_model=48, n_layers=2, n_heads=3, ffn_dim=64,
-                                      tie_embeddings=False, init_std=0.2)).eval()
+    m = _baseline()
     prompts = torch.randint(0, V, (2, 7))
     with torch.no_grad():
         dyn, sta = m.new_cache(2, 20), m.new_cache(2, 20)

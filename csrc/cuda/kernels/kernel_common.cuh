@@ -65,16 +65,22 @@ __device__ __forceinline__ BackwardInputs<TIn> backward_inputs(const Params& p, 
           head_base<const TIn>(p.v, b, p.v_sb, h, p.v_sh), head_base<const TIn>(p.dout, b, p.do_sb, h, p.do_sh)};
 }
 
-// Host: the architecture of the code the current device loads for `kernel` (cudaFuncAttributes::
-// binaryVersion, e.g. 80 or 90); 0 where the build has none the device can run.
+// Host: the attributes of the code the current device loads for `kernel`; zeros (binary version
+// 0) where the build has none the device can run.
 template <typename Kernel>
-int binary_version(Kernel kernel) {
+cudaFuncAttributes loaded_attributes(Kernel kernel) {
   cudaFuncAttributes a{};
   if (cudaFuncGetAttributes(&a, kernel) != cudaSuccess) {
     (void)cudaGetLastError();
-    return 0;
+    return cudaFuncAttributes{};
   }
-  return a.binaryVersion;
+  return a;
+}
+
+// Host: the architecture of that code (cudaFuncAttributes::binaryVersion, e.g. 80 or 90), or 0.
+template <typename Kernel>
+int binary_version(Kernel kernel) {
+  return loaded_attributes(kernel).binaryVersion;
 }
 
 }  // namespace cuda

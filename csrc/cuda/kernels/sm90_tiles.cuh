@@ -203,11 +203,7 @@ __device__ __forceinline__ void issue_state_update(float (&racc)[KP][8][4], cons
 // the empty body (the Hopper code exists only under LIGHTNING_ATTN_SM90A).
 template <typename Kernel>
 bool sm90_binary(Kernel kernel) {
-  cudaFuncAttributes a{};
-  if (cudaFuncGetAttributes(&a, kernel) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return false;
-  }
+  const cudaFuncAttributes a = loaded_attributes(kernel);
   return a.binaryVersion == 90 && a.ptxVersion == 90;
 }
 
